@@ -1,0 +1,520 @@
+"""Schedules: every way to pick the action of a training step.
+
+A schedule is a Keras layer with one method that matters,
+`select(features, step) -> int32 [population]`. `ScheduledModel` calls it
+once per step, inside its compiled `train_step`, with the feature matrix
+[population, num_features] of `FeatureTracker`. Schedules:
+
+- `LearnedSchedule`: a controller's categorical policy, sampled (seeded
+  statelessly from (seed, step)) or decoded greedily.
+- `FixedSchedule`: always the same action.
+- `CyclicSchedule`: a repeating pattern such as D, G, G, G (a K:1 ratio).
+- `RandomSchedule`: an action drawn with fixed probabilities.
+- `ThresholdSchedule`: the rules S1, S2, S3 of the AutoLoss paper
+  (Xu et al., ICLR 2019, section 5.1.1): apply the regularizer when
+  (A - B) / B > threshold.
+- `MemberwiseSchedule`: different schedules for consecutive slices of a
+  population, so one compiled run can train many methods side by side.
+"""
+
+import keras
+import tensorflow as tf
+
+from autoloss_tf import controllers as controllers_lib
+
+
+class Schedule(keras.layers.Layer):
+    """Base class: maps features to one action per population member."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.action_names = None
+        self.population = None
+        self.feature_names = None
+
+    def bind(self, action_names, feature_names, population):
+        """Attach to a model's actions and features; validate them.
+
+        `ScheduledModel.compile` calls this before any tracing.
+        """
+        self.action_names = list(action_names)
+        self.feature_names = list(feature_names)
+        self.population = int(population)
+
+    def select(self, features, step):
+        """Return the int32 action index of every member: [population]."""
+        raise NotImplementedError
+
+    def probabilities(self, features, step=0):
+        """Return the probability of each action per member at `step`.
+
+        Deterministic schedules return a one-hot matrix of their choice at
+        the current step, so logs have the same keys for every schedule.
+        """
+        raise NotImplementedError
+
+    def observe(self, step, features, actions, active):
+        """Receive the features, chosen actions and active mask of a step.
+
+        Learned schedules record them for the policy-gradient update; the
+        default does nothing.
+        """
+        del step, features, actions, active
+
+    def _action_index(self, action):
+        if isinstance(action, int):
+            if not 0 <= action < len(self.action_names):
+                raise ValueError(
+                    "Action index out of range. "
+                    f"Received: action={action} for actions "
+                    f"{self.action_names}. Pass an index below "
+                    f"{len(self.action_names)} or an action name."
+                )
+            return action
+        if action not in self.action_names:
+            raise ValueError(
+                f"Unknown action name. Received: action={action!r}. "
+                f"Registered actions: {self.action_names}."
+            )
+        return self.action_names.index(action)
+
+
+def _one_hot(actions, num_actions):
+    return tf.one_hot(actions, num_actions, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class FixedSchedule(Schedule):
+    """Always pick `action` (a name or index).
+
+    With the single action `task + lambda * l1`, this is one point of the
+    dense grid search (DGS) baseline.
+    """
+
+    def __init__(self, action, **kwargs):
+        super().__init__(**kwargs)
+        self.action = action
+        self._index = None
+
+    def bind(self, action_names, feature_names, population):
+        super().bind(action_names, feature_names, population)
+        self._index = self._action_index(self.action)
+
+    def select(self, features, step):
+        return tf.fill([tf.shape(features)[0]], tf.constant(self._index, "int32"))
+
+    def probabilities(self, features, step=0):
+        return _one_hot(self.select(features, step), len(self.action_names))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(action=self.action)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class CyclicSchedule(Schedule):
+    """Repeat a fixed pattern of actions, one entry per step.
+
+    Example: `CyclicSchedule(["discriminator"] + ["generator"] * 5)` is a
+    D:G ratio of 1:5.
+
+    Args:
+        pattern: non-empty list of action names or indices.
+    """
+
+    def __init__(self, pattern, **kwargs):
+        super().__init__(**kwargs)
+        if not pattern:
+            raise ValueError(
+                "`pattern` must list at least one action. "
+                f"Received: pattern={pattern!r}."
+            )
+        self.pattern = list(pattern)
+        self._indices = None
+
+    def bind(self, action_names, feature_names, population):
+        super().bind(action_names, feature_names, population)
+        self._indices = [self._action_index(a) for a in self.pattern]
+
+    def select(self, features, step):
+        position = tf.cast(step % len(self._indices), "int32")
+        action = tf.gather(tf.constant(self._indices, "int32"), position)
+        return tf.fill([tf.shape(features)[0]], action)
+
+    def probabilities(self, features, step=0):
+        return _one_hot(self.select(features, step), len(self.action_names))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pattern=self.pattern)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class RandomSchedule(Schedule):
+    """Draw each step's action with fixed probabilities.
+
+    Args:
+        probabilities: dict action name -> weight, or a list with one weight
+            per action; weights are normalized to sum to 1.
+        seed: integer seed; draws are stateless functions of (seed, step).
+            Defaults to 0.
+    """
+
+    def __init__(self, probabilities, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.weights_spec = probabilities
+        self.seed = int(seed)
+        self._logits = None
+
+    def bind(self, action_names, feature_names, population):
+        super().bind(action_names, feature_names, population)
+        spec = self.weights_spec
+        if isinstance(spec, dict):
+            weights = [0.0] * len(action_names)
+            for name, value in spec.items():
+                weights[self._action_index(name)] = float(value)
+        else:
+            weights = [float(w) for w in spec]
+        if len(weights) != len(action_names) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(
+                "`probabilities` must give one non-negative weight per action "
+                f"with a positive sum. Received: probabilities={spec!r} for "
+                f"actions {action_names}."
+            )
+        total = sum(weights)
+        self._probs = [w / total for w in weights]
+        self._logits = tf.math.log(tf.constant(self._probs, "float32") + 1e-30)
+
+    def select(self, features, step):
+        count = tf.shape(features)[0]
+        logits = tf.tile(self._logits[None, :], [count, 1])
+        seed = tf.stack([tf.constant(self.seed, "int32"), tf.cast(step, "int32")])
+        draw = tf.random.stateless_categorical(logits, 1, seed, dtype="int32")
+        return draw[:, 0]
+
+    def probabilities(self, features, step=0):
+        count = tf.shape(features)[0]
+        return tf.tile(tf.constant(self._probs, "float32")[None, :], [count, 1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(probabilities=self.weights_spec, seed=self.seed)
+        return config
+
+
+THRESHOLD_RULES = {
+    # rule: (feature A, feature B); apply the regularizer when (A-B)/B > th.
+    "S1": ("val_metric", "loss/{task}"),
+    "S2": ("loss/{regularizer}", "val_metric"),
+    "S3": ("grad_norm/{regularizer}", "grad_norm/{task}"),
+}
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class ThresholdSchedule(Schedule):
+    """The threshold rules S1, S2 and S3 for a task loss and a regularizer.
+
+    Each step, the regularizer action runs when (A - B) / B > threshold,
+    otherwise the task action runs, where:
+
+    - S1: A = task loss on validation data, B = latest task loss on training
+      data (an overfitting signal);
+    - S2: A = latest regularizer loss, B = task loss on validation data;
+    - S3: A = latest gradient norm of the regularizer, B = latest gradient
+      norm of the task loss.
+
+    Args:
+        rule: `"S1"`, `"S2"` or `"S3"`.
+        thresholds: one float for every member, or a list with one float
+            per member of the slice this schedule drives.
+        task_action: name of the task action. Defaults to `"task"`.
+        regularizer_action: name of the regularizer action.
+            Defaults to `"l1"`.
+    """
+
+    def __init__(
+        self, rule, thresholds, task_action="task", regularizer_action="l1",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if rule not in THRESHOLD_RULES:
+            raise ValueError(
+                f"Unknown threshold rule. Received: rule={rule!r}. "
+                f"Choose one of {sorted(THRESHOLD_RULES)}."
+            )
+        self.rule = rule
+        self.thresholds = thresholds
+        self.task_action = task_action
+        self.regularizer_action = regularizer_action
+
+    def bind(self, action_names, feature_names, population):
+        super().bind(action_names, feature_names, population)
+        self._task = self._action_index(self.task_action)
+        self._regularizer = self._action_index(self.regularizer_action)
+        names = {"task": self.task_action, "regularizer": self.regularizer_action}
+        a_name, b_name = (
+            template.format(**names) for template in THRESHOLD_RULES[self.rule]
+        )
+        self._a = self.feature_names.index(a_name)
+        self._b = self.feature_names.index(b_name)
+        if isinstance(self.thresholds, (list, tuple)):
+            if len(self.thresholds) != population:
+                raise ValueError(
+                    "`thresholds` must hold one value per population member. "
+                    f"Received: {len(self.thresholds)} thresholds for "
+                    f"population={population}."
+                )
+            values = [float(t) for t in self.thresholds]
+        else:
+            values = [float(self.thresholds)] * population
+        self._threshold_values = tf.constant(values, "float32")
+
+    def select(self, features, step):
+        a = features[:, self._a]
+        b = features[:, self._b]
+        ratio = tf.math.divide_no_nan(a - b, b)
+        apply = ratio > self._threshold_values
+        return tf.where(
+            apply, tf.constant(self._regularizer, "int32"),
+            tf.constant(self._task, "int32"),
+        )
+
+    def probabilities(self, features, step=0):
+        return _one_hot(self.select(features, step), len(self.action_names))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rule=self.rule, thresholds=self.thresholds,
+            task_action=self.task_action,
+            regularizer_action=self.regularizer_action,
+        )
+        return config
+
+
+class RolloutBuffer:
+    """Fixed-size record of (features, action, active) per step and member.
+
+    Lives in `tf.Variable`s so the compiled train step writes it without
+    retracing; it is transient and is not saved with the model.
+    """
+
+    def __init__(self, max_steps, population, num_features):
+        self.max_steps = int(max_steps)
+        self.features = tf.Variable(
+            tf.zeros([max_steps, population, num_features]), trainable=False
+        )
+        self.actions = tf.Variable(
+            tf.zeros([max_steps, population], "int32"), trainable=False
+        )
+        self.active = tf.Variable(
+            tf.zeros([max_steps, population], "bool"), trainable=False
+        )
+        self.start = tf.Variable(tf.constant(0, "int64"), trainable=False)
+
+    def write(self, step, features, actions, active):
+        index = step - self.start
+
+        def _write():
+            position = tf.cast(index, "int32")
+            self.features[position].assign(features)
+            self.actions[position].assign(actions)
+            self.active[position].assign(active)
+            return tf.constant(True)
+
+        in_range = tf.logical_and(index >= 0, index < self.max_steps)
+        tf.cond(in_range, _write, lambda: tf.constant(False))
+
+    def numpy(self):
+        """Return (features, actions, active) numpy arrays, time-major."""
+        return (
+            self.features.numpy(), self.actions.numpy(), self.active.numpy()
+        )
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class LearnedSchedule(Schedule):
+    """Pick actions with a controller's policy.
+
+    Args:
+        controller: a `Controller` (or anything with a compatible
+            `policy(features)` and `probabilities(features)`).
+        seed: integer seed. Step t of member m samples from the stateless
+            seed (seed, t), so a run reproduces exactly. Defaults to 0.
+        greedy: if True, take the most probable action instead of
+            sampling. Defaults to False. Note: a controller that learned a
+            mixing rate (for example "apply L1 on 60% of steps") behaves
+            very differently when decoded greedily.
+        record_steps: if set, record up to this many steps of features and
+            actions in a `RolloutBuffer` for REINFORCE. Defaults to None.
+    """
+
+    def __init__(self, controller, seed=0, greedy=False, record_steps=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.controller = controller
+        self.seed = int(seed)
+        self.greedy = bool(greedy)
+        self.record_steps = record_steps
+        self._buffer = None
+
+    @property
+    def buffer(self):
+        """The `RolloutBuffer`, or None when not recording."""
+        return self._buffer
+
+    def bind(self, action_names, feature_names, population):
+        super().bind(action_names, feature_names, population)
+        controller = self.controller
+        if controller.num_actions != len(action_names):
+            raise ValueError(
+                "The controller's action count does not match the model. "
+                f"Received: controller.num_actions={controller.num_actions}, "
+                f"model actions={action_names}. Create the controller with "
+                f"num_actions={len(action_names)}."
+            )
+        if controller.num_features != len(feature_names):
+            raise ValueError(
+                "The controller's feature count does not match the model. "
+                f"Received: controller.num_features={controller.num_features}, "
+                f"model features ({len(feature_names)}): {feature_names}. "
+                f"Create the controller with num_features={len(feature_names)}."
+            )
+        if self.record_steps and self._buffer is None:
+            # Stored outside Keras tracking: the buffer is not model state.
+            object.__setattr__(
+                self, "_buffer",
+                RolloutBuffer(self.record_steps, population, len(feature_names)),
+            )
+
+    def select(self, features, step):
+        if self.greedy:
+            logits = self.controller.logits(features)
+            return tf.argmax(logits, axis=-1, output_type="int32")
+        seed = tf.stack(
+            [tf.constant(self.seed, "int32"), tf.cast(step, "int32")]
+        )
+        sample = self.controller.policy(features).sample(seed=seed)
+        return tf.cast(sample, "int32")
+
+    def probabilities(self, features, step=0):
+        return self.controller.probabilities(features)
+
+    def observe(self, step, features, actions, active):
+        if self._buffer is not None:
+            self._buffer.write(step, features, actions, active)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            controller=keras.saving.serialize_keras_object(self.controller),
+            seed=self.seed, greedy=self.greedy, record_steps=self.record_steps,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["controller"] = keras.saving.deserialize_keras_object(
+            config["controller"]
+        )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="autoloss_tf")
+class MemberwiseSchedule(Schedule):
+    """Drive consecutive slices of a population with different schedules.
+
+    Args:
+        parts: list of `(schedule, member_count)` pairs; the counts must add
+            up to the model's population.
+
+    Example: one compiled run of 26 members trains "without L1" once, the
+    S1 rule at 12 thresholds and the S3 rule at 12 thresholds, and one
+    controller-guided member::
+
+        MemberwiseSchedule([
+            (FixedSchedule("task"), 1),
+            (ThresholdSchedule("S1", s1_grid), 12),
+            (ThresholdSchedule("S3", s3_grid), 12),
+            (LearnedSchedule(controller), 1),
+        ])
+    """
+
+    def __init__(self, parts, **kwargs):
+        super().__init__(**kwargs)
+        if not parts:
+            raise ValueError("`parts` must hold at least one (schedule, count).")
+        self.schedules = [schedule for schedule, _ in parts]
+        self.counts = [int(count) for _, count in parts]
+        if min(self.counts) < 1:
+            raise ValueError(
+                "Every member count must be >= 1. "
+                f"Received: counts={self.counts}."
+            )
+
+    def bind(self, action_names, feature_names, population):
+        if sum(self.counts) != population:
+            raise ValueError(
+                "Member counts must add up to the population. "
+                f"Received: counts={self.counts} (sum {sum(self.counts)}) for "
+                f"population={population}."
+            )
+        super().bind(action_names, feature_names, population)
+        for schedule, count in zip(self.schedules, self.counts):
+            schedule.bind(action_names, feature_names, count)
+
+    def _split(self, tensor):
+        return tf.split(tensor, self.counts, axis=0)
+
+    def select(self, features, step):
+        parts = self._split(features)
+        return tf.concat(
+            [s.select(f, step) for s, f in zip(self.schedules, parts)], axis=0
+        )
+
+    def probabilities(self, features, step=0):
+        parts = self._split(features)
+        return tf.concat(
+            [s.probabilities(f, step) for s, f in zip(self.schedules, parts)], axis=0
+        )
+
+    def observe(self, step, features, actions, active):
+        for schedule, f, a, m in zip(
+            self.schedules, self._split(features), self._split(actions),
+            self._split(active),
+        ):
+            schedule.observe(step, f, a, m)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            parts=[
+                [keras.saving.serialize_keras_object(s), c]
+                for s, c in zip(self.schedules, self.counts)
+            ]
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["parts"] = [
+            (keras.saving.deserialize_keras_object(s), c)
+            for s, c in config["parts"]
+        ]
+        return cls(**config)
+
+
+def make_learned_schedule(kind, num_features, num_actions, **kwargs):
+    """Create a `LearnedSchedule` around a new controller of `kind`."""
+    schedule_args = {
+        key: kwargs.pop(key)
+        for key in ("seed", "greedy", "record_steps") if key in kwargs
+    }
+    controller = controllers_lib.make_controller(
+        kind, num_features, num_actions, **kwargs
+    )
+    return LearnedSchedule(controller, **schedule_args)
