@@ -76,6 +76,9 @@ class TrainingState(keras.layers.Layer):
         self.active = self.add_weight(
             name="active", initializer="ones", dtype="bool", **member
         )
+        self.active_steps = self.add_weight(
+            name="active_steps", initializer="zeros", dtype="int64", **member
+        )
 
 
 @keras.saving.register_keras_serializable(package="autoloss_tf")
@@ -475,6 +478,7 @@ class ScheduledModel(keras.Model):
             )
         tracker.record_action(tf.maximum(actions, 0), loss, grad_norm, applied)
         self.schedule.observe(step, features, actions, state.active.value)
+        state.active_steps.assign_add(tf.cast(state.active, "int64"))
         skipped = tf.reduce_sum(tf.cast(tf.logical_not(applied), "int64"))
         state.skipped.assign_add(skipped)
         state.step.assign_add(1)

@@ -1,0 +1,118 @@
+"""The `autoloss` command: train, guide, compare and plot.
+
+Examples:
+
+    autoloss compare regression
+    autoloss train-controller classification --episodes 300 --seed 0 --out runs/c
+    autoloss guide regression --controller saved_controllers/regression --seed 3
+    autoloss plot benchmarks/results/regression.json
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+DEFAULT_CONTROLLERS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "saved_controllers",
+)
+L1_TASKS = ("regression", "classification")
+
+
+def build_parser():
+    """Return the argument parser of the `autoloss` command."""
+    parser = argparse.ArgumentParser(
+        prog="autoloss",
+        description="Learn and use training schedules (AutoLoss) for Keras.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train-controller",
+        help="train a controller by REINFORCE on the controller partitions",
+    )
+    train.add_argument("task", choices=L1_TASKS)
+    train.add_argument("--episodes", type=int, default=400,
+                       help="total task-model training episodes (default 400)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the data, weights and sampling (default 0)")
+    train.add_argument("--out", required=True,
+                       help="directory for checkpoints and the exported controller")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the checkpoint in --out")
+    train.add_argument("--dataset", default="synthetic",
+                       choices=("synthetic", "breast_cancer"),
+                       help="classification data set (default synthetic)")
+    train.add_argument("--episodes-per-batch", type=int, default=16,
+                       help="episodes trained side by side in one population "
+                            "run (default 16)")
+    train.add_argument("--learning-rate", type=float, default=1e-3,
+                       help="controller Adam learning rate (default 1e-3)")
+    train.add_argument("--controller-kind", default="mlp",
+                       choices=("mlp", "linear"),
+                       help="controller network (default mlp)")
+
+    guide = commands.add_parser(
+        "guide", help="train one new task model on fresh data under a controller"
+    )
+    guide.add_argument("task", choices=L1_TASKS)
+    guide.add_argument("--controller", default=None,
+                       help="exported controller directory (default: the "
+                            "shipped one for the task)")
+    guide.add_argument("--seed", type=int, default=0,
+                       help="seed of the fresh data and sampling (default 0)")
+    guide.add_argument("--dataset", default="synthetic",
+                       choices=("synthetic", "breast_cancer"))
+    guide.add_argument("--greedy", action="store_true",
+                       help="take the most probable action instead of sampling")
+
+    compare = commands.add_parser(
+        "compare",
+        help="run w/o L1, S1-S3, DGS and AutoLoss on fresh data (Table 1)",
+    )
+    compare.add_argument("task", choices=L1_TASKS)
+    compare.add_argument("--trials", type=int, default=10,
+                         help="fresh data sets (default 10)")
+    compare.add_argument("--seed", type=int, default=0,
+                         help="seed of the trial data sets (default 0)")
+    compare.add_argument("--controller", default=None,
+                         help="exported controller directory (default: the "
+                              "shipped one for the task)")
+    compare.add_argument("--json", default=None,
+                         help="write results to this JSON file")
+    compare.add_argument("--dataset", default="synthetic",
+                         choices=("synthetic", "breast_cancer"))
+
+    plot = commands.add_parser("plot", help="draw PNG plots of a results file")
+    plot.add_argument("file", help="a compare JSON or a controller history.json")
+    plot.add_argument("--out", default=None,
+                      help="PNG path (default: FILE with .png)")
+    return parser
+
+
+def main(argv=None):
+    """Run the `autoloss` command; return its exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    command = "autoloss " + " ".join(argv)
+    from autoloss_tf import commands
+
+    try:
+        if args.command == "train-controller":
+            commands.train_controller(args, command)
+        elif args.command == "guide":
+            commands.guide(args)
+        elif args.command == "compare":
+            commands.compare(args, command)
+        elif args.command == "plot":
+            commands.plot(args)
+    except commands.UsageError as error:
+        print(f"autoloss: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

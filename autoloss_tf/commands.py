@@ -1,0 +1,303 @@
+"""What each `autoloss` sub-command does; `cli.py` parses the arguments."""
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from autoloss_tf import __version__
+from autoloss_tf import export as export_lib
+from autoloss_tf import features as features_lib
+from autoloss_tf import training
+
+ACTION_NAMES = ("task", "l1")
+
+
+class UsageError(Exception):
+    """A bad command-line value; `main` prints it and exits with 2."""
+
+
+def _experiments():
+    # Imported here so `autoloss --help` does not load TensorFlow.
+    from autoloss_models import l1_experiments
+
+    return l1_experiments
+
+
+def _feature_names():
+    return features_lib.feature_names(ACTION_NAMES)
+
+
+def machine_description():
+    """Return a one-line description of this machine for result files."""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}"
+    )
+
+
+def default_controller_dir(task, dataset="synthetic"):
+    """Return the shipped controller directory of a task."""
+    from autoloss_tf.cli import DEFAULT_CONTROLLERS
+
+    name = task if dataset == "synthetic" else f"{task}_{dataset}"
+    return os.path.join(DEFAULT_CONTROLLERS, name)
+
+
+def load_task_controller(directory):
+    """Load an exported controller and check it against the L1 tasks."""
+    if not os.path.isdir(directory):
+        raise UsageError(
+            f"Controller directory not found: {directory}. Pass --controller "
+            "with a directory written by `autoloss train-controller`."
+        )
+    loaded = export_lib.load_controller(
+        directory, feature_names=_feature_names(), action_names=ACTION_NAMES
+    )
+    return loaded
+
+
+# train-controller ----------------------------------------------------------
+
+def train_controller(args, command):
+    """Train a controller by REINFORCE and export it to `args.out`."""
+    experiments = _experiments()
+    spec = experiments.get_task(args.task)
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
+    if args.task == "regression" and args.dataset != "synthetic":
+        raise UsageError("--dataset applies to classification only.")
+    state_dir = os.path.join(args.out, "training")
+    has_checkpoint = os.path.exists(os.path.join(state_dir, "checkpoint.npz"))
+    if has_checkpoint and not args.resume:
+        raise UsageError(
+            f"{args.out} already holds a controller-training checkpoint. "
+            "Pass --resume to continue it, or choose another --out."
+        )
+    controller = experiments.make_controller(
+        spec, kind=args.controller_kind, seed=args.seed
+    )
+    updater = training.ReinforceUpdater(
+        controller, learning_rate=args.learning_rate,
+        baseline_decay=spec.baseline_decay, advantage_clip=spec.advantage_clip,
+    )
+    split = spec.splits(args.seed, args.dataset)
+    trainer = training.EpisodicTrainer(
+        updater,
+        experiments.controller_batch_runner(spec, controller, split, args.seed),
+        state_dir, episodes_per_batch=args.episodes_per_batch,
+    )
+    done = trainer.resume() if args.resume else 0
+    _run_with_progress(trainer, args.episodes, done)
+    _export_trained(trainer, controller, spec, args, command)
+    last = trainer.history[-20:]
+    print(
+        f"Trained {len(trainer.history)} episodes. Mean validation "
+        f"{'MSE' if spec.name == 'regression' else 'error'} of the last "
+        f"{len(last)}: {np.mean([e['metric'] for e in last]):.4f}. "
+        f"Controller written to {args.out}"
+    )
+
+
+def _run_with_progress(trainer, episodes, done):
+    bar = tqdm(total=episodes, initial=done, unit="episode", desc="controller")
+
+    def report(entry):
+        bar.update(1)
+        bar.set_postfix(metric=f"{entry['metric']:.4f}",
+                        l1=f"{entry['regularizer_fraction']:.2f}")
+
+    try:
+        trainer.train(episodes, progress=report)
+    finally:
+        bar.close()
+
+
+def _export_trained(trainer, controller, spec, args, command):
+    history = trainer.history
+    last = history[-20:]
+    info = {
+        "command": command,
+        "seed": args.seed,
+        "task": spec.name,
+        "dataset": args.dataset,
+        "episodes": len(history),
+        "episodes_per_batch": args.episodes_per_batch,
+        "learning_rate": args.learning_rate,
+        "final_validation_metric": float(np.mean([e["metric"] for e in last])),
+        "final_validation_metric_note": (
+            f"mean {spec.name} validation metric on the controller "
+            f"validation partition over the last {len(last)} episodes"
+        ),
+        "task_model_batches": int(sum(e["steps"] for e in history)),
+    }
+    with tempfile.TemporaryDirectory() as staging:
+        target = os.path.join(staging, "controller")
+        export_lib.export_controller(
+            controller, target, feature_names=_feature_names(),
+            action_names=list(ACTION_NAMES), training=info,
+        )
+        for name in os.listdir(target):
+            destination = os.path.join(args.out, name)
+            if os.path.isdir(destination):
+                shutil.rmtree(destination)
+            elif os.path.exists(destination):
+                os.remove(destination)
+            shutil.move(os.path.join(target, name), destination)
+
+
+# guide ------------------------------------------------------------------
+
+def guide(args):
+    """Train one task model on fresh data under a controller; print it."""
+    experiments = _experiments()
+    spec = experiments.get_task(args.task)
+    directory = args.controller or default_controller_dir(args.task)
+    loaded = load_task_controller(directory)
+    data_seed = experiments.trial_seed(args.seed, 0)
+    result = experiments.guided_run(
+        spec, loaded.controller, data_seed, seed=args.seed,
+        dataset=args.dataset, greedy=args.greedy,
+    )
+    print(
+        f"{spec.name} guided by {directory} (data seed {data_seed}): test "
+        f"{spec.metric} {result['test']:.4f}, {result['steps']} steps, "
+        f"L1 on {100 * result['l1_fraction']:.1f}% of steps"
+    )
+    return result
+
+
+# compare ------------------------------------------------------------------
+
+def compare(args, command):
+    """Run every Table-1 method on fresh data and print a table."""
+    experiments = _experiments()
+    spec = experiments.get_task(args.task)
+    if args.trials < 1:
+        raise UsageError(f"--trials must be >= 1. Received: {args.trials}.")
+    if args.task == "regression" and args.dataset != "synthetic":
+        raise UsageError("--dataset applies to classification only.")
+    directory = args.controller or default_controller_dir(args.task)
+    loaded = load_task_controller(directory)
+    started = time.time()
+    trials = []
+    for trial in tqdm(range(args.trials), unit="trial", desc=f"compare {spec.name}"):
+        data_seed = experiments.trial_seed(args.seed, trial)
+        trials.append(experiments.run_comparison_trial(
+            spec, loaded.controller, data_seed, model_seed=trial,
+            dataset=args.dataset,
+        ))
+    results = summarize(spec, trials, args, command, loaded.metadata,
+                        directory, time.time() - started)
+    print(format_table(results))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"Results written to {args.json}")
+    return results
+
+
+def summarize(spec, trials, args, command, metadata, directory, elapsed):
+    """Return the results dictionary written by `compare --json`."""
+    methods = {}
+    for method in trials[0]:
+        values = [trial[method]["test"] for trial in trials]
+        methods[method] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "values": values,
+            "steps": [trial[method]["steps"] for trial in trials],
+        }
+    methods["DGS"]["lambdas"] = [t["DGS"]["lambda"] for t in trials]
+    for rule in ("S1", "S2", "S3"):
+        methods[rule]["thresholds"] = [t[rule]["threshold"] for t in trials]
+    difference = np.subtract(methods["AutoLoss"]["values"],
+                             methods["DGS"]["values"])
+    training_info = metadata.get("training", {})
+    controller_batches = int(training_info.get("task_model_batches", 0))
+    guided = float(np.mean(methods["AutoLoss"]["steps"]))
+    return {
+        "task": spec.name,
+        "metric": spec.metric,
+        "higher_is_better": False,
+        "trials": args.trials,
+        "seed": args.seed,
+        "command": command,
+        "dataset": args.dataset,
+        "controller": directory,
+        "controller_training": training_info,
+        "machine": machine_description(),
+        "elapsed_seconds": round(elapsed, 1),
+        "methods": methods,
+        "autoloss_minus_dgs": {
+            "mean": float(difference.mean()),
+            "std": float(difference.std()),
+            "values": difference.tolist(),
+        },
+        "cost_batches": {
+            "DGS_per_trial": float(np.mean([t["DGS"]["grid_steps"] for t in trials])),
+            "S1_per_trial": float(np.mean([t["S1"]["grid_steps"] for t in trials])),
+            "S2_per_trial": float(np.mean([t["S2"]["grid_steps"] for t in trials])),
+            "S3_per_trial": float(np.mean([t["S3"]["grid_steps"] for t in trials])),
+            "without_l1_per_trial": float(np.mean(methods["without_l1"]["steps"])),
+            "AutoLoss_controller_training_once": controller_batches,
+            "AutoLoss_guided_per_trial": guided,
+        },
+    }
+
+
+def format_table(results):
+    """Return a Table-1 style text table of a results dictionary."""
+    lines = [
+        f"{results['task']} ({results['dataset']}), test {results['metric']}, "
+        f"{results['trials']} trials, seed {results['seed']}",
+        f"{'method':<12}{'mean':>10}{'std':>10}",
+    ]
+    for method, entry in results["methods"].items():
+        lines.append(f"{method:<12}{entry['mean']:>10.4f}{entry['std']:>10.4f}")
+    diff = results["autoloss_minus_dgs"]
+    lines.append(
+        f"AutoLoss - DGS per trial: {diff['mean']:+.4f} (std {diff['std']:.4f})"
+    )
+    cost = results["cost_batches"]
+    lines.append(
+        "cost in task-model batches: DGS {:.0f} per trial; AutoLoss {} once "
+        "for the controller + {:.0f} per trial".format(
+            cost["DGS_per_trial"], cost["AutoLoss_controller_training_once"],
+            cost["AutoLoss_guided_per_trial"],
+        )
+    )
+    return "\n".join(lines)
+
+
+# plot ------------------------------------------------------------------
+
+def plot(args):
+    """Write a PNG for a compare JSON file or a controller history."""
+    from autoloss_tf import plots
+
+    if not os.path.exists(args.file):
+        raise UsageError(f"File not found: {args.file}.")
+    with open(args.file) as f:
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{args.file} is not valid JSON: {error}.")
+    out = args.out or os.path.splitext(args.file)[0] + ".png"
+    if "methods" in content:
+        plots.plot_comparison(content, out)
+    elif "episodes" in content:
+        plots.plot_controller_history(content, out)
+    else:
+        raise UsageError(
+            f"{args.file} is neither a compare result (no 'methods' key) nor "
+            "a controller history (no 'episodes' key)."
+        )
+    print(f"Plot written to {out}")

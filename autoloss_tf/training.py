@@ -1,0 +1,371 @@
+"""REINFORCE training of a controller over complete task-model episodes.
+
+The policy gradient is equation 2 of the AutoLoss paper (Xu et al., ICLR
+2019) with S = 1 episode per update:
+
+    grad J = (R - B) * grad sum_t log p(a_t | x_t; phi),
+
+where R is the episode's final reward, B a moving-average baseline
+B <- decay * B + (1 - decay) * R, and R - B is clipped to
+[-advantage_clip, advantage_clip]. The controller minimizes the negated
+objective, minus an optional entropy bonus (a positive `entropy_weight`
+raises the policy's entropy).
+
+`EpisodicTrainer` runs episodes in batches (several task-model copies in
+one population model), then applies one S = 1 update per episode in order.
+NOTE: episodes of one batch are sampled with the controller weights at the
+start of that batch, so with `episodes_per_batch > 1` the later updates of
+a batch are slightly off-policy; `episodes_per_batch=1` is exact.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+BASELINES = ("moving_average", "batch")
+
+PolicyGradientLoss = collections.namedtuple(
+    "PolicyGradientLoss",
+    ["total", "policy", "entropy", "advantage", "log_probability"],
+)
+
+
+def regression_reward(error, scale=20000.0):
+    """Return R = scale / error for a mean squared error (higher is better)."""
+    return scale / max(float(error), 1e-12)
+
+
+def classification_reward(error, scale=100.0):
+    """Return R = scale / (error - 1) for a classification error in [0, 1).
+
+    The value is negative and rises toward -scale as the error falls, so a
+    lower error earns a higher reward.
+    """
+    return scale / (float(error) - 1.0 - 1e-12)
+
+
+class MovingAverageBaseline:
+    """B <- decay * B + (1 - decay) * R, starting at the first reward.
+
+    Args:
+        decay: in [0, 1). Defaults to 0.8.
+    """
+
+    def __init__(self, decay=0.8, value=None):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(
+                "`decay` must be in [0, 1). "
+                f"Received: decay={decay}. Pass a value such as 0.8."
+            )
+        self.decay = float(decay)
+        self.value = value
+
+    def advantage(self, reward):
+        """Return R - B with the current B (0 for the first reward)."""
+        if self.value is None:
+            return 0.0
+        return float(reward) - self.value
+
+    def update(self, reward):
+        """Fold a reward into the average and return the new B."""
+        if self.value is None:
+            self.value = float(reward)
+        else:
+            self.value = self.decay * self.value + (1 - self.decay) * reward
+        return self.value
+
+
+class ReinforceUpdater:
+    """Applies REINFORCE updates to a controller.
+
+    Args:
+        controller: an `autoloss_tf.Controller`.
+        learning_rate: Adam learning rate. Defaults to 1e-3.
+        baseline_decay: decay of the moving-average baseline.
+            Defaults to 0.8.
+        advantage_clip: R - B is clipped to +- this. Defaults to 20.
+        entropy_weight: weight of the entropy bonus. Defaults to 0.
+    """
+
+    def __init__(self, controller, learning_rate=1e-3, baseline_decay=0.8,
+                 advantage_clip=20.0, entropy_weight=0.0):
+        if not advantage_clip > 0:
+            raise ValueError(
+                "`advantage_clip` must be > 0. "
+                f"Received: advantage_clip={advantage_clip}."
+            )
+        self.controller = controller
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(controller.trainable_variables)
+        self.baseline = MovingAverageBaseline(baseline_decay)
+        self.advantage_clip = float(advantage_clip)
+        self.entropy_weight = float(entropy_weight)
+        num_features = controller.num_features
+        self._apply = tf.function(
+            self._apply_gradient,
+            input_signature=[
+                tf.TensorSpec([None, num_features], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([], tf.float32),
+            ],
+        )
+
+    def loss(self, features, actions, mask, advantage):
+        """Return the `PolicyGradientLoss` of one episode.
+
+        Args:
+            features: float32 [T, num_features].
+            actions: int32 [T].
+            mask: float32 [T], 1 for steps that belong to the episode.
+            advantage: the clipped R - B.
+        """
+        policy = self.controller.policy(features)
+        log_probability = tf.reduce_sum(policy.log_prob(actions) * mask)
+        entropy = tf.reduce_sum(policy.entropy() * mask) / tf.maximum(
+            tf.reduce_sum(mask), 1.0
+        )
+        policy_loss = -advantage * log_probability
+        total = policy_loss - self.entropy_weight * entropy
+        return PolicyGradientLoss(
+            total, policy_loss, entropy, advantage, log_probability
+        )
+
+    def _apply_gradient(self, features, actions, mask, advantage):
+        variables = self.controller.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self.loss(features, actions, mask, advantage)
+        grads = tape.gradient(terms.total, variables)
+        self.optimizer.apply(grads, variables)
+        return terms
+
+    def update(self, features, actions, mask, reward, baseline=None):
+        """Apply one S = 1 update for an episode and fold R into B.
+
+        Args:
+            features: float32 [T, num_features].
+            actions: int32 [T].
+            mask: float32 [T].
+            reward: the episode's reward R.
+            baseline: optional B to use instead of the moving average (the
+                moving average is still updated).
+
+        Returns:
+            A dict with `reward`, `baseline` (before the update),
+            `advantage` (clipped) and the loss terms.
+        """
+        if baseline is None:
+            baseline_before = self.baseline.value
+            raw_advantage = self.baseline.advantage(reward)
+        else:
+            baseline_before = float(baseline)
+            raw_advantage = float(reward) - baseline_before
+        advantage = float(np.clip(
+            raw_advantage, -self.advantage_clip, self.advantage_clip
+        ))
+        terms = self._apply(
+            tf.convert_to_tensor(features, tf.float32),
+            tf.convert_to_tensor(actions, tf.int32),
+            tf.convert_to_tensor(mask, tf.float32),
+            tf.constant(advantage, tf.float32),
+        )
+        self.baseline.update(reward)
+        return {
+            "reward": float(reward),
+            "baseline": baseline_before,
+            "advantage": advantage,
+            "policy_loss": float(terms.policy),
+            "entropy": float(terms.entropy),
+        }
+
+    # Checkpoint state ----------------------------------------------------
+
+    def state_arrays(self):
+        """Return controller and optimizer values as a dict of arrays."""
+        arrays = {}
+        for i, v in enumerate(self.controller.weights):
+            arrays[f"controller_{i}"] = np.asarray(v.numpy())
+        for i, v in enumerate(self.optimizer.variables):
+            arrays[f"optimizer_{i}"] = np.asarray(v.numpy())
+        return arrays
+
+    def load_state_arrays(self, arrays):
+        """Restore values saved by `state_arrays`."""
+        for i, v in enumerate(self.controller.weights):
+            v.assign(arrays[f"controller_{i}"])
+        for i, v in enumerate(self.optimizer.variables):
+            v.assign(arrays[f"optimizer_{i}"])
+
+
+@dataclasses.dataclass
+class Episode:
+    """One finished task-model run, ready for a policy-gradient update.
+
+    Attributes:
+        features: float32 [T, num_features] seen by the controller.
+        actions: int32 [T] taken.
+        mask: float32 [T], 1 while the run was active.
+        reward: final reward R.
+        metric: the validation metric behind the reward.
+    """
+
+    features: np.ndarray
+    actions: np.ndarray
+    mask: np.ndarray
+    reward: float
+    metric: float
+
+
+class EpisodicTrainer:
+    """Train a controller by REINFORCE, checkpointing after every batch.
+
+    Args:
+        updater: a `ReinforceUpdater`.
+        run_batch: callable `run_batch(batch_index, count) -> [Episode]`
+            that trains `count` task models under the controller. It must
+            derive all randomness from `batch_index`, so a resumed run
+            repeats the same batches.
+        directory: where `checkpoint.npz` and `history.json` go.
+        episodes_per_batch: episodes per call of `run_batch`. Defaults to 8.
+        baseline: `"moving_average"` (B of equation 2) or `"batch"`: B for
+            an episode is the mean reward of the other episodes of its batch
+            (leave-one-out). When `run_batch` starts every episode of a
+            batch from the same weights and data, the batch baseline
+            removes the reward spread caused by the initial weights, which
+            otherwise swamps the effect of the schedule. Defaults to
+            `"moving_average"`.
+    """
+
+    def __init__(self, updater, run_batch, directory, episodes_per_batch=8,
+                 baseline="moving_average"):
+        if episodes_per_batch < 1:
+            raise ValueError(
+                "`episodes_per_batch` must be >= 1. "
+                f"Received: episodes_per_batch={episodes_per_batch}."
+            )
+        if baseline not in BASELINES:
+            raise ValueError(
+                f"`baseline` must be one of {BASELINES}. "
+                f"Received: baseline={baseline!r}."
+            )
+        if baseline == "batch" and episodes_per_batch < 2:
+            raise ValueError(
+                "baseline='batch' needs at least 2 episodes per batch. "
+                f"Received: episodes_per_batch={episodes_per_batch}."
+            )
+        self.baseline = baseline
+        self.updater = updater
+        self.run_batch = run_batch
+        self.directory = directory
+        self.episodes_per_batch = int(episodes_per_batch)
+        self.history = []
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.directory, "checkpoint.npz")
+
+    @property
+    def history_path(self):
+        return os.path.join(self.directory, "history.json")
+
+    def resume(self):
+        """Load the last checkpoint if there is one; return episodes done."""
+        if not os.path.exists(self.checkpoint_path):
+            return 0
+        with np.load(self.checkpoint_path) as arrays:
+            self.updater.load_state_arrays(arrays)
+        with open(self.history_path) as f:
+            saved = json.load(f)
+        self.history = saved["episodes"]
+        self.updater.baseline.value = saved["baseline"]
+        return len(self.history)
+
+    def train(self, episodes, progress=None):
+        """Run episodes until `episodes` are done in total.
+
+        Args:
+            episodes: total number of episodes, counting resumed ones.
+            progress: optional callable(history_entry) for each episode.
+
+        Returns:
+            The list of per-episode history entries.
+        """
+        while len(self.history) < episodes:
+            batch_index = len(self.history) // self.episodes_per_batch
+            count = min(self.episodes_per_batch, episodes - len(self.history))
+            batch = self.run_batch(batch_index, count)
+            baselines = self._batch_baselines(batch)
+            for episode, baseline in zip(batch, baselines):
+                entry = self.updater.update(
+                    episode.features, episode.actions, episode.mask,
+                    episode.reward, baseline=baseline,
+                )
+                entry.update(
+                    episode=len(self.history), metric=float(episode.metric),
+                    steps=int(episode.mask.sum()),
+                    regularizer_fraction=_action_fraction(episode),
+                )
+                self.history.append(entry)
+                if progress is not None:
+                    progress(entry)
+            self.save()
+        return self.history
+
+    def _batch_baselines(self, batch):
+        if self.baseline != "batch" or len(batch) < 2:
+            return [None] * len(batch)
+        rewards = np.asarray([e.reward for e in batch], "float64")
+        return list((rewards.sum() - rewards) / (len(rewards) - 1))
+
+    def save(self):
+        """Write the checkpoint and history atomically."""
+        os.makedirs(self.directory, exist_ok=True)
+        temporary = self.checkpoint_path + ".tmp.npz"
+        np.savez(temporary, **self.updater.state_arrays())
+        os.replace(temporary, self.checkpoint_path)
+        payload = {
+            "baseline": self.updater.baseline.value,
+            "episodes": self.history,
+        }
+        temporary = self.history_path + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(payload, f)
+        os.replace(temporary, self.history_path)
+
+
+def _action_fraction(episode):
+    """Fraction of active steps that took an action other than index 0."""
+    active = episode.mask > 0
+    if not active.any():
+        return 0.0
+    return float((episode.actions[active] != 0).mean())
+
+
+def episodes_from_population(model, rewards, metrics):
+    """Cut a finished population model's rollout buffer into `Episode`s.
+
+    Args:
+        model: a population `ScheduledModel` whose schedule is a
+            `LearnedSchedule` created with `record_steps`.
+        rewards: one reward per member.
+        metrics: one validation metric per member.
+    """
+    buffer = model.schedule.buffer
+    steps = int(model.training_state.step.numpy() - buffer.start.numpy())
+    steps = min(steps, buffer.max_steps)
+    features, actions, active = buffer.numpy()
+    episodes = []
+    for member in range(model.population):
+        episodes.append(Episode(
+            features=features[:steps, member],
+            actions=actions[:steps, member],
+            mask=active[:steps, member].astype("float32"),
+            reward=float(rewards[member]),
+            metric=float(metrics[member]),
+        ))
+    return episodes
