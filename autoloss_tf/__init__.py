@@ -7,6 +7,13 @@ from autoloss_tf.controllers import Controller
 from autoloss_tf.controllers import LinearController
 from autoloss_tf.controllers import MLPController
 from autoloss_tf.controllers import make_controller
+from autoloss_tf.export import ControllerLoadError
+from autoloss_tf.export import ControllerMismatchError
+from autoloss_tf.export import ExportedController
+from autoloss_tf.export import check_controller_for_model
+from autoloss_tf.export import export_controller
+from autoloss_tf.export import load_controller
+from autoloss_tf.export import load_schedule
 from autoloss_tf.features import FeatureTracker
 from autoloss_tf.features import feature_names
 from autoloss_tf.scheduled_model import ScheduledModel

@@ -1,4 +1,4 @@
-"""Export trained controllers with their feature and action names, and reload them.
+"""Export and load controllers with their feature and action names.
 
 An exported controller is a directory with three entries:
 
@@ -48,14 +48,15 @@ REQUIRED_METADATA_KEYS = (
     "feature_scale", "training",
 )
 _REEXPORT_FIX = "Export the controller again with export_controller()."
-# The version warning is raised in _check_library_version, two calls below
-# the public loader, and must point at the loader's caller.
+# _check_library_version issues the version warning two calls below the
+# public loader, and the warning must point at the loader's caller.
 _VERSION_WARNING_STACKLEVEL = 4
 
-# Exceptions that keras.saving.load_model (Keras 3.15) raises for a corrupt
-# archive: ValueError for a file that is not a zip ("File not found") or a
-# missing weights file, OSError from h5py for corrupt weights,
-# json.JSONDecodeError (a ValueError) for a corrupt config.
+# Exceptions that keras.saving.load_model (Keras 3.15) raises for a damaged
+# archive: ValueError for a missing weights file, OSError from h5py for
+# corrupt weights, json.JSONDecodeError (a ValueError) for a corrupt config.
+# NOTE: KeyError, TypeError and BadZipFile are caught for other damage that
+# was not reproduced, such as a config with missing fields.
 _KERAS_LOAD_ERRORS = (
     ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile,
 )
@@ -65,14 +66,16 @@ _SAVED_MODEL_LOAD_ERRORS = (OSError, ValueError, tf.errors.OpError)
 
 
 class ControllerMismatchError(ValueError):
-    """The feature or action names differ from those a controller was trained on."""
+    """Error for feature or action names that differ from a controller's."""
 
 
 class ControllerLoadError(ValueError):
-    """An exported controller directory is missing, incomplete or corrupt.
+    """Error for an exported controller that cannot be loaded.
 
-    A subclass of ValueError, like the errors of `keras.saving.load_model`
-    for an unreadable file. The original exception, if any, is chained as
+    Raised for a missing or corrupt file, invalid metadata, an unknown
+    format version, or another major library version. It subclasses
+    ValueError, as `keras.saving.load_model` raises ValueError for an
+    unreadable file. The original exception, if any, is chained as
     `__cause__`.
     """
 
@@ -521,7 +524,7 @@ def _check_metadata_keys(metadata, file):
         raise ControllerLoadError(
             f"{METADATA_FILE} must contain the keys "
             f"{list(REQUIRED_METADATA_KEYS)}. Received: {str(file)!r} "
-            f"without {missing}. {_REEXPORT_FIX}"
+            f"with missing keys {missing}. {_REEXPORT_FIX}"
         )
     problems = []
     for key in ("num_features", "num_actions"):
@@ -599,13 +602,12 @@ def _check_saved_names(metadata, path, feature_names, action_names):
             )
     if differences:
         raise ControllerMismatchError(
-            "A controller must be used with the feature and action names it "
-            "was trained on, in the same order, because it reads features "
-            "by position and returns one probability per action. Received: "
-            + " ".join(differences)
-            + f" (controller exported in {str(path)!r}). Train a controller "
-            "for this model's features and actions, or use a model with the "
-            "saved features and actions."
+            f"The controller exported in {str(path)!r} must be used with the "
+            "feature and action names it was trained on, in the same order, "
+            "because it reads features by position and returns one "
+            "probability per action. Received: " + " ".join(differences)
+            + " Train a controller for this model's features and actions, "
+            "or use a model with the saved features and actions."
         )
 
 
@@ -648,6 +650,14 @@ def _load_keras_controller(path, metadata):
         raise ControllerLoadError(
             f"An exported controller needs {CONTROLLER_FILE}. Received: "
             f"{str(file)!r} not found. {_REEXPORT_FIX}"
+        )
+    # Keras 3.15 reports a file that is not a zip archive as "File not
+    # found", which misleads when the file exists but is corrupt.
+    if not zipfile.is_zipfile(file):
+        raise ControllerLoadError(
+            f"{CONTROLLER_FILE} must be a Keras zip archive. Received: "
+            f"{str(file)!r}, which is not a zip archive (corrupt or "
+            f"truncated). {_REEXPORT_FIX}"
         )
     try:
         controller = keras.saving.load_model(file, compile=False)
