@@ -144,14 +144,25 @@ class FeatureTracker(keras.layers.Layer):
         """Refresh the validation metric, its EMA and the EMA of differences.
 
         The first reading initializes the EMA to the metric and the
-        difference EMA to zero.
+        difference EMA to zero. A reading that is not finite is stored as
+        it is, so the features of that step are not finite. Differences to
+        or from such a reading count as zero, and the next finite reading
+        starts the EMA again, so one bad reading does not leave the
+        features non-finite for the rest of training.
         """
         metric = tf.cast(metric, "float32")
         old = self.validation
         decay = self.ema_decay
         seen = self.validation_seen
-        ema = tf.where(seen, decay * old[:, 1] + (1 - decay) * metric, metric)
-        diff = tf.where(seen, metric - old[:, 0], tf.zeros_like(metric))
+        has_ema = tf.logical_and(seen, tf.math.is_finite(old[:, 1]))
+        ema = tf.where(
+            has_ema, decay * old[:, 1] + (1 - decay) * metric, metric
+        )
+        has_difference = tf.logical_and(
+            tf.logical_and(seen, tf.math.is_finite(old[:, 0])),
+            tf.math.is_finite(metric),
+        )
+        diff = tf.where(has_difference, metric - old[:, 0], 0.0)
         diff_ema = decay * old[:, 2] + (1 - decay) * diff
         self.validation.assign(tf.stack([metric, ema, diff_ema], axis=1))
         self.validation_seen.assign(True)

@@ -114,7 +114,7 @@ class ScheduledModel(keras.Model):
             return 0.2 * keras.ops.sum(keras.ops.abs(self.dense.kernel))
 
     model = Regressor()
-    model.build((None, 16))
+    model(x[:1])  # Creates the Dense weights; build() alone would not.
     model.compile(optimizer="adam", schedule=CyclicSchedule(["task", "l1"]))
     model.fit(x, y, epochs=10)
     ```
@@ -158,8 +158,9 @@ class ScheduledModel(keras.Model):
                 variable of the model, or a list of layers and variables,
                 or a callable returning one (resolved when the model is
                 built). Groups of different actions may overlap.
-            optimizer: `"auto"` (share the compiled optimizer with actions
-                whose groups overlap this one, else use an own copy),
+            optimizer: `"auto"` (the compiled optimizer for a model's only
+                action and for actions whose groups overlap, else an own
+                copy),
                 `"shared"` (always the compiled optimizer), `"own"` (a copy
                 of the compiled optimizer for this action alone), or an
                 optimizer instance (share it with every action given the
@@ -170,7 +171,9 @@ class ScheduledModel(keras.Model):
                 callable, an unknown optimizer mode, or registration after
                 compile.
         """
-        if self._actions_prepared:
+        # `compiled` also covers a model compiled before it was built, whose
+        # actions are prepared only at the first fit.
+        if self._actions_prepared or self.compiled:
             raise ValueError(
                 "Actions must be registered before compile(). "
                 f"Received: add_action({name!r}) after compile. Register "
@@ -357,7 +360,10 @@ class ScheduledModel(keras.Model):
         for action in self._action_list:
             mode = action.optimizer
             if mode == "auto":
-                mode = "shared" if self._overlaps(action) else "own"
+                # A lone action uses the compiled optimizer itself, so
+                # `model.optimizer` and its callbacks see its steps.
+                alone = len(self._action_list) == 1
+                mode = "shared" if alone or self._overlaps(action) else "own"
             if mode == "shared":
                 chosen = self.optimizer
             elif mode == "own":
