@@ -34,6 +34,10 @@ def build_parser():
         help="train a controller by REINFORCE on the controller partitions",
     )
     train.add_argument("task", choices=L1_TASKS)
+    train.add_argument("--max-steps", type=int, default=None,
+                       help="step limit of each task-model run (default: the "
+                            "task's, 20000 for regression, 2000 for "
+                            "classification)")
     train.add_argument("--episodes", type=int, default=400,
                        help="total task-model training episodes (default 400)")
     train.add_argument("--seed", type=int, default=0,
@@ -48,8 +52,14 @@ def build_parser():
     train.add_argument("--episodes-per-batch", type=int, default=16,
                        help="episodes trained side by side in one population "
                             "run (default 16)")
-    train.add_argument("--learning-rate", type=float, default=1e-3,
-                       help="controller Adam learning rate (default 1e-3)")
+    train.add_argument("--learning-rate", type=float, default=5e-3,
+                       help="controller Adam learning rate (default 5e-3)")
+    train.add_argument("--baseline", default="batch",
+                       choices=("batch", "moving_average"),
+                       help="REINFORCE baseline: the mean reward of the other "
+                            "episodes of a batch, which start from the same "
+                            "weights (default), or the moving average of "
+                            "rewards")
     train.add_argument("--controller-kind", default="mlp",
                        choices=("mlp", "linear"),
                        help="controller network (default mlp)")
@@ -58,6 +68,10 @@ def build_parser():
         "guide", help="train one new task model on fresh data under a controller"
     )
     guide.add_argument("task", choices=L1_TASKS)
+    guide.add_argument("--max-steps", type=int, default=None,
+                       help="step limit of each task-model run (default: the "
+                            "task's, 20000 for regression, 2000 for "
+                            "classification)")
     guide.add_argument("--controller", default=None,
                        help="exported controller directory (default: the "
                             "shipped one for the task)")
@@ -73,6 +87,10 @@ def build_parser():
         help="run w/o L1, S1-S3, DGS and AutoLoss on fresh data (Table 1)",
     )
     compare.add_argument("task", choices=L1_TASKS)
+    compare.add_argument("--max-steps", type=int, default=None,
+                       help="step limit of each task-model run (default: the "
+                            "task's, 20000 for regression, 2000 for "
+                            "classification)")
     compare.add_argument("--trials", type=int, default=10,
                          help="fresh data sets (default 10)")
     compare.add_argument("--seed", type=int, default=0,

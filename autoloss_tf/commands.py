@@ -1,5 +1,6 @@
 """What each `autoloss` sub-command does; `cli.py` parses the arguments."""
 
+import dataclasses
 import json
 import os
 import platform
@@ -7,7 +8,9 @@ import shutil
 import tempfile
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
 from autoloss_tf import __version__
@@ -27,6 +30,20 @@ def _experiments():
     from autoloss_models import l1_experiments
 
     return l1_experiments
+
+
+def task_spec(args):
+    """Return the task's `TaskSpec`, with `--max-steps` applied."""
+    spec = _experiments().get_task(args.task)
+    max_steps = getattr(args, "max_steps", None)
+    if max_steps is None:
+        return spec
+    if max_steps < 1:
+        raise UsageError(f"--max-steps must be >= 1. Received: {max_steps}.")
+    return dataclasses.replace(
+        spec, max_steps=max_steps, patience=min(spec.patience, max_steps),
+        steps_per_execution=min(spec.steps_per_execution, max_steps),
+    )
 
 
 def _feature_names():
@@ -68,7 +85,7 @@ def load_task_controller(directory):
 def train_controller(args, command):
     """Train a controller by REINFORCE and export it to `args.out`."""
     experiments = _experiments()
-    spec = experiments.get_task(args.task)
+    spec = task_spec(args)
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
     if args.task == "regression" and args.dataset != "synthetic":
@@ -80,6 +97,9 @@ def train_controller(args, command):
             f"{args.out} already holds a controller-training checkpoint. "
             "Pass --resume to continue it, or choose another --out."
         )
+    # Reproducible reruns of the same command need deterministic kernels.
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(args.seed)
     controller = experiments.make_controller(
         spec, kind=args.controller_kind, seed=args.seed
     )
@@ -92,6 +112,7 @@ def train_controller(args, command):
         updater,
         experiments.controller_batch_runner(spec, controller, split, args.seed),
         state_dir, episodes_per_batch=args.episodes_per_batch,
+        baseline=args.baseline,
     )
     done = trainer.resume() if args.resume else 0
     _run_with_progress(trainer, args.episodes, done)
@@ -130,6 +151,8 @@ def _export_trained(trainer, controller, spec, args, command):
         "episodes": len(history),
         "episodes_per_batch": args.episodes_per_batch,
         "learning_rate": args.learning_rate,
+        "baseline": args.baseline,
+        "controller_kind": args.controller_kind,
         "final_validation_metric": float(np.mean([e["metric"] for e in last])),
         "final_validation_metric_note": (
             f"mean {spec.name} validation metric on the controller "
@@ -157,7 +180,7 @@ def _export_trained(trainer, controller, spec, args, command):
 def guide(args):
     """Train one task model on fresh data under a controller; print it."""
     experiments = _experiments()
-    spec = experiments.get_task(args.task)
+    spec = task_spec(args)
     directory = args.controller or default_controller_dir(args.task)
     loaded = load_task_controller(directory)
     data_seed = experiments.trial_seed(args.seed, 0)
@@ -178,7 +201,7 @@ def guide(args):
 def compare(args, command):
     """Run every Table-1 method on fresh data and print a table."""
     experiments = _experiments()
-    spec = experiments.get_task(args.task)
+    spec = task_spec(args)
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1. Received: {args.trials}.")
     if args.task == "regression" and args.dataset != "synthetic":

@@ -137,7 +137,7 @@ class TaskSpec:
 REGRESSION = TaskSpec(
     name="regression", metric="excess_mse", learning_rate=5e-4,
     max_steps=20000, patience=2000, l1_scale=0.2, dgs_grid=(1e-3, 10.0, 50),
-    reward_scale=20000.0, baseline_decay=0.8, advantage_clip=20.0,
+    reward_scale=2000.0, baseline_decay=0.8, advantage_clip=20.0,
     temperature=2.0,
     # progress, 2 grad norms, 2 losses, validation metric, EMA, diff EMA
     feature_scale=(1.0, 1.0, 1.0, 10.0, 1.0, 10.0, 10.0, 0.01),
@@ -177,6 +177,7 @@ def run_population(spec, model, schedule, train, val):
     dataset = tf.data.Dataset.from_tensors((train.x, train.y)).repeat()
     model.fit(
         dataset, steps_per_epoch=spec.max_steps, epochs=1, verbose=0,
+        shuffle=False,
         feature_validation_data=(val.x, val.y),
     )
     model.restore_best_weights()
