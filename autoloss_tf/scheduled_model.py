@@ -670,9 +670,16 @@ class ScheduledModel(keras.Model):
     def _logs(self, actions, probabilities, loss, applied):
         state = self.training_state
         applied_float = tf.cast(applied, "float32")
-        count = tf.maximum(tf.reduce_sum(applied_float), 1.0)
+        applied_count = tf.reduce_sum(applied_float)
+        step_loss = tf.reduce_sum(loss * applied_float) / tf.maximum(
+            applied_count, 1.0
+        )
+        # Like Keras, `loss` is the mean over the epoch's applied steps.
+        self._loss_tracker.update_state(
+            step_loss, sample_weight=tf.minimum(applied_count, 1.0)
+        )
         logs = {
-            "loss": tf.reduce_sum(loss * applied_float) / count,
+            "loss": self._loss_tracker.result(),
             "action": actions[0],
             "skipped_steps": state.skipped.value,
             "active_members": tf.reduce_sum(tf.cast(state.active, "int32")),
