@@ -52,8 +52,8 @@ def build_parser():
     train.add_argument("--episodes-per-batch", type=int, default=16,
                        help="episodes trained side by side in one population "
                             "run (default 16)")
-    train.add_argument("--learning-rate", type=float, default=5e-3,
-                       help="controller Adam learning rate (default 5e-3)")
+    train.add_argument("--learning-rate", type=float, default=1e-2,
+                       help="controller Adam learning rate (default 1e-2)")
     train.add_argument("--baseline", default="batch",
                        choices=("batch", "moving_average"),
                        help="REINFORCE baseline: the mean reward of the other "
