@@ -491,11 +491,7 @@ class ScheduledModel(keras.Model):
         return self._logs(actions, probabilities, loss, applied)
 
     def _decide(self, features, step):
-        decide = getattr(self.schedule, "decide", None)
-        if decide is not None:
-            return decide(features, step)
-        actions = self.schedule.select(features, step)
-        return actions, self.schedule.probabilities(features, step)
+        return schedules_lib.decide(self.schedule, features, step)
 
     def _usable(self, features, actions):
         """A member can step only with finite features and a valid action."""
@@ -508,19 +504,22 @@ class ScheduledModel(keras.Model):
         return tf.logical_and(finite, in_range)
 
     def _single_update(self, data, actions, usable):
-        """Run the chosen action's branch; nothing runs when unusable."""
+        """Run the chosen action's branch; an unusable step runs `skip`.
+
+        The skip branch sits at index len(actions), so one `switch_case`
+        both dispatches and guards, and a bad index never reaches the
+        last real branch.
+        """
         def skip():
             zero = tf.zeros([1])
             return zero, zero, tf.zeros([1], "bool")
 
-        def run():
-            branches = [
-                (lambda a=a: self._apply_action(a, data))
-                for a in self._action_list
-            ]
-            return tf.switch_case(actions[0], branches)
-
-        return tf.cond(usable[0], run, skip)
+        branches = [
+            (lambda a=a: self._apply_action(a, data))
+            for a in self._action_list
+        ]
+        index = tf.where(usable[0], actions[0], len(branches))
+        return tf.switch_case(index, branches + [skip])
 
     def _apply_action(self, action, data):
         with tf.GradientTape() as tape:

@@ -19,6 +19,7 @@ once per step, inside its compiled `train_step`, with the feature matrix
 
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from autoloss_tf import controllers as controllers_lib
 
@@ -77,6 +78,15 @@ class Schedule(keras.layers.Layer):
                 f"Registered actions: {self.action_names}."
             )
         return self.action_names.index(action)
+
+
+def decide(schedule, features, step):
+    """Return (actions, probabilities) of any schedule."""
+    method = getattr(schedule, "decide", None)
+    if method is not None:
+        return method(features, step)
+    actions = schedule.select(features, step)
+    return actions, schedule.probabilities(features, step)
 
 
 def _one_hot(actions, num_actions):
@@ -389,15 +399,20 @@ class LearnedSchedule(Schedule):
                 RolloutBuffer(self.record_steps, population, len(feature_names)),
             )
 
-    def select(self, features, step):
+    def decide(self, features, step):
+        """Return (actions, probabilities) from one controller evaluation."""
+        logits = self.controller.logits(features) / self.controller.temperature
+        probabilities = tf.nn.softmax(logits)
         if self.greedy:
-            logits = self.controller.logits(features)
-            return tf.argmax(logits, axis=-1, output_type="int32")
+            return tf.argmax(logits, axis=-1, output_type="int32"), probabilities
         seed = tf.stack(
             [tf.constant(self.seed, "int32"), tf.cast(step, "int32")]
         )
-        sample = self.controller.policy(features).sample(seed=seed)
-        return tf.cast(sample, "int32")
+        policy = tfp.distributions.Categorical(logits=logits)
+        return tf.cast(policy.sample(seed=seed), "int32"), probabilities
+
+    def select(self, features, step):
+        return self.decide(features, step)[0]
 
     def probabilities(self, features, step=0):
         return self.controller.probabilities(features)
@@ -473,6 +488,16 @@ class MemberwiseSchedule(Schedule):
         parts = self._split(features)
         return tf.concat(
             [s.select(f, step) for s, f in zip(self.schedules, parts)], axis=0
+        )
+
+    def decide(self, features, step):
+        decisions = [
+            decide(s, f, step)
+            for s, f in zip(self.schedules, self._split(features))
+        ]
+        return (
+            tf.concat([actions for actions, _ in decisions], axis=0),
+            tf.concat([probs for _, probs in decisions], axis=0),
         )
 
     def probabilities(self, features, step=0):
