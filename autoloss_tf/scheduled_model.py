@@ -681,14 +681,16 @@ class ScheduledModel(keras.Model):
             "loss": self._loss_tracker.result(),
             "action": actions[0],
             "skipped_steps": state.skipped.value,
-            "active_members": tf.reduce_sum(tf.cast(state.active, "int32")),
         }
+        # Every returned tensor costs host work per call, so the per-action
+        # feature values stay in `feature_tracker` instead of the logs.
+        if self.patience is not None:
+            logs["active_members"] = tf.reduce_sum(
+                tf.cast(state.active, "int32")
+            )
         mean_probabilities = tf.reduce_mean(probabilities, axis=0)
         for index, name in enumerate(self.action_names):
             logs[f"p_{name}"] = mean_probabilities[index]
-            logs[f"loss/{name}"] = tf.reduce_mean(
-                self.feature_tracker.loss_values[:, index]
-            )
         if self._validation_data is not None:
             logs["val_metric"] = tf.reduce_mean(
                 self.feature_tracker.validation[:, 0]
