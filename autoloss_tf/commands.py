@@ -1,4 +1,4 @@
-"""What each `autoloss` sub-command does; `cli.py` parses the arguments."""
+"""The `autoloss` sub-commands; `cli.py` parses their arguments."""
 
 import dataclasses
 import json
@@ -94,7 +94,7 @@ def train_controller(args, command):
     has_checkpoint = os.path.exists(os.path.join(state_dir, "checkpoint.npz"))
     if has_checkpoint and not args.resume:
         raise UsageError(
-            f"{args.out} already holds a controller-training checkpoint. "
+            f"{args.out} already contains a controller-training checkpoint. "
             "Pass --resume to continue it, or choose another --out."
         )
     # Reproducible reruns of the same command need deterministic kernels.

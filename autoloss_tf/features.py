@@ -10,7 +10,7 @@ Discrete Schedules for Alternate Optimization", ICLR 2019, section 4.1):
    of its step-to-step differences.
 
 Features 2 and 3 of an action are refreshed only on steps where that action
-runs; the other entries keep their last value, so a step never computes a
+runs. The other entries keep their last value, so a step never computes a
 loss it does not apply. The validation entries refresh every
 `validation_interval` steps. All values live in Keras variables with a
 leading population axis, so they are saved with the model.

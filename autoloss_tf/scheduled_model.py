@@ -2,7 +2,7 @@
 
 An action is a (loss, variable group, optimizer) triple registered with
 `add_action`. Every step, the compiled `train_step` reads the features of
-`FeatureTracker`, asks the schedule for an action, and computes and applies
+`FeatureTracker`, gets an action from the schedule, and computes and applies
 only that action's loss and gradient (the AutoLoss formulation, Xu et al.,
 ICLR 2019, equation 1).
 
@@ -494,7 +494,7 @@ class ScheduledModel(keras.Model):
         return schedules_lib.decide(self.schedule, features, step)
 
     def _usable(self, features, actions):
-        """A member can step only with finite features and a valid action."""
+        """Return which members may step: finite features and a valid action."""
         finite = tf.reduce_all(tf.math.is_finite(features), axis=1)
         if self.nonfinite == "raise":
             finite = _assert_finite(finite, "features")
