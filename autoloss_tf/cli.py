@@ -52,8 +52,13 @@ def build_parser():
     train.add_argument("--episodes-per-batch", type=int, default=16,
                        help="episodes trained side by side in one population "
                             "run (default 16)")
-    train.add_argument("--learning-rate", type=float, default=1e-2,
-                       help="controller Adam learning rate (default 1e-2)")
+    train.add_argument("--learning-rate", type=float, default=None,
+                       help="controller Adam learning rate (default: 1e-2 for "
+                            "regression, 1e-3 for classification)")
+    train.add_argument("--data-sets", type=int, default=None,
+                       help="synthetic data sets whose controller partitions "
+                            "the episodes cycle through (default 8; 1 for "
+                            "breast_cancer)")
     train.add_argument("--baseline", default="batch",
                        choices=("batch", "moving_average"),
                        help="REINFORCE baseline: the mean reward of the other "

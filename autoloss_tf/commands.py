@@ -97,6 +97,15 @@ def train_controller(args, command):
             f"{args.out} already contains a controller-training checkpoint. "
             "Pass --resume to continue it, or choose another --out."
         )
+    data_sets = args.data_sets
+    if data_sets is None:
+        data_sets = 1 if args.dataset == "breast_cancer" else 8
+    if data_sets < 1 or (args.dataset == "breast_cancer" and data_sets != 1):
+        raise UsageError(
+            "--data-sets must be >= 1, and 1 for the single breast-cancer "
+            f"data set. Received: --data-sets {args.data_sets}."
+        )
+    learning_rate = args.learning_rate or spec.controller_learning_rate
     # Reproducible reruns of the same command need deterministic kernels.
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(args.seed)
@@ -104,19 +113,24 @@ def train_controller(args, command):
         spec, kind=args.controller_kind, seed=args.seed
     )
     updater = training.ReinforceUpdater(
-        controller, learning_rate=args.learning_rate,
+        controller, learning_rate=learning_rate,
         baseline_decay=spec.baseline_decay, advantage_clip=spec.advantage_clip,
     )
-    split = spec.splits(args.seed, args.dataset)
+    splits = [
+        spec.splits(experiments.controller_data_seed(args.seed, index),
+                    args.dataset)
+        for index in range(data_sets)
+    ]
     trainer = training.EpisodicTrainer(
         updater,
-        experiments.controller_batch_runner(spec, controller, split, args.seed),
+        experiments.controller_batch_runner(spec, controller, splits, args.seed),
         state_dir, episodes_per_batch=args.episodes_per_batch,
         baseline=args.baseline,
     )
     done = trainer.resume() if args.resume else 0
     _run_with_progress(trainer, args.episodes, done)
-    _export_trained(trainer, controller, spec, args, command)
+    _export_trained(trainer, controller, spec, args, command,
+                    learning_rate=learning_rate, data_sets=data_sets)
     last = trainer.history[-20:]
     print(
         f"Trained {len(trainer.history)} episodes. Mean validation "
@@ -140,7 +154,8 @@ def _run_with_progress(trainer, episodes, done):
         bar.close()
 
 
-def _export_trained(trainer, controller, spec, args, command):
+def _export_trained(trainer, controller, spec, args, command, learning_rate,
+                    data_sets):
     history = trainer.history
     last = history[-20:]
     info = {
@@ -150,7 +165,8 @@ def _export_trained(trainer, controller, spec, args, command):
         "dataset": args.dataset,
         "episodes": len(history),
         "episodes_per_batch": args.episodes_per_batch,
-        "learning_rate": args.learning_rate,
+        "learning_rate": learning_rate,
+        "data_sets": data_sets,
         "baseline": args.baseline,
         "controller_kind": args.controller_kind,
         "final_validation_metric": float(np.mean([e["metric"] for e in last])),

@@ -392,7 +392,7 @@ def classification_splits(samples_per_split=200, spec=ClassificationSpec(), seed
     return five_way_split(x, y, rng)
 
 
-def breast_cancer_splits(seed=0):
+def breast_cancer_splits(seed=0, task_seed=None):
     """Load the Wisconsin breast cancer data set and cut it into five partitions.
 
     The data set ships with scikit-learn (`sklearn.datasets.load_breast_cancer`)
@@ -403,8 +403,16 @@ def breast_cancer_splits(seed=0):
     and `task_train` combined, so no statistic comes from validation or test
     rows.
 
+    With `task_seed`, the rows of `task_train`, `task_val` and `test` are
+    pooled and shuffled again with `task_seed` into three partitions of the
+    same sizes, while the controller partitions stay those of `seed`. So
+    repeated trials on fresh task partitions never reuse a row that a
+    controller trained on.
+
     Args:
         seed: Integer seed or `numpy.random.Generator` for the shuffle.
+        task_seed: Optional integer seed for reshuffling the task and test
+            rows. Defaults to None (no reshuffle).
 
     Returns:
         A `FiveWaySplit` with float32 labels 0 (malignant) and 1 (benign), as
@@ -416,6 +424,8 @@ def breast_cancer_splits(seed=0):
     rng = _as_generator(seed)
     bunch = datasets.load_breast_cancer()
     raw = five_way_split(bunch.data, bunch.target, rng)
+    if task_seed is not None:
+        raw = _reshuffle_task_partitions(raw, task_seed)
 
     training_x = np.concatenate([raw.controller_train.x, raw.task_train.x])
     mean = training_x.mean(axis=0)
@@ -425,6 +435,20 @@ def breast_cancer_splits(seed=0):
         for name, split in raw.partitions().items()
     }
     return FiveWaySplit(**standardized)
+
+
+def _reshuffle_task_partitions(split, task_seed):
+    names = ("task_train", "task_val", "test")
+    parts = [getattr(split, name) for name in names]
+    x = np.concatenate([part.x for part in parts])
+    y = np.concatenate([part.y for part in parts])
+    order = _as_generator(task_seed).permutation(len(x))
+    bounds = np.cumsum([len(part.x) for part in parts])[:-1]
+    pieces = np.split(order, bounds)
+    fresh = {
+        name: Split(x=x[rows], y=y[rows]) for name, rows in zip(names, pieces)
+    }
+    return dataclasses.replace(split, **fresh)
 
 
 def five_way_split(x, y, seed, noise=None):

@@ -39,6 +39,7 @@ THRESHOLD_GRIDS = {
 }
 THRESHOLD_RULES = ("S1", "S2", "S3")
 METHODS = ("without_l1", "S1", "S2", "S3", "DGS", "AutoLoss")
+BREAST_CANCER_CONTROLLER_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,8 @@ class TaskSpec:
         advantage_clip: clip of R - B.
         temperature: the controller's softmax temperature.
         feature_scale: per-feature divisors applied inside the controller.
+        controller_learning_rate: Adam learning rate of the controller.
+        steps_per_execution: train steps per compiled call.
     """
 
     name: str
@@ -73,10 +76,17 @@ class TaskSpec:
     advantage_clip: float
     temperature: float
     feature_scale: tuple
+    controller_learning_rate: float = 1e-2
     steps_per_execution: int = 500
 
-    def splits(self, seed, dataset="synthetic"):
-        """Return the `FiveWaySplit` of data seed `seed`."""
+    def splits(self, seed, dataset="synthetic", trial=False):
+        """Return the `FiveWaySplit` of data seed `seed`.
+
+        The breast-cancer data is one fixed set of 569 rows, so its
+        controller partitions always come from shuffle seed 0 and `seed`
+        only reshuffles the task and test rows when `trial` is True. No
+        comparison trial then reuses a row a controller trained on.
+        """
         if self.name == "regression":
             if dataset != "synthetic":
                 raise ValueError(
@@ -87,7 +97,10 @@ class TaskSpec:
         if dataset == "synthetic":
             return data_lib.classification_splits(seed=seed)
         if dataset == "breast_cancer":
-            return data_lib.breast_cancer_splits(seed=seed)
+            return data_lib.breast_cancer_splits(
+                seed=BREAST_CANCER_CONTROLLER_SEED,
+                task_seed=seed if trial else None,
+            )
         raise ValueError(
             "Unknown classification data set. "
             f"Received: dataset={dataset!r}. Choose 'synthetic' or "
@@ -148,6 +161,7 @@ CLASSIFICATION = TaskSpec(
     reward_scale=100.0, baseline_decay=0.9, advantage_clip=5.0,
     temperature=2.0,
     feature_scale=(1.0, 0.1, 0.02, 1.0, 0.1, 1.0, 1.0, 0.01),
+    controller_learning_rate=1e-3,
 )
 TASKS = {"regression": REGRESSION, "classification": CLASSIFICATION}
 
@@ -193,17 +207,33 @@ def make_controller(spec, kind="mlp", seed=0):
     )
 
 
-def controller_batch_runner(spec, controller, split, seed):
+def controller_data_seed(seed, index):
+    """Data seed of the index-th controller data set of training seed `seed`.
+
+    Index 0 is `seed` itself; the others come from a stream far above the
+    comparison trials' seeds (see `trial_seed`).
+    """
+    return seed if index == 0 else 1_000_000 + 1_000 * seed + index
+
+
+def controller_batch_runner(spec, controller, splits, seed):
     """Return `run_batch(batch_index, count)` for `EpisodicTrainer`.
+
+    `splits` is one `FiveWaySplit` or a list of them; batch b trains on the
+    controller partitions of `splits[b % len(splits)]`, so a controller can
+    learn from several data sets drawn from one generator.
 
     Each batch trains `count` task models on the controller partitions,
     all from the same initial weights (new weights for every batch), so
     rewards within a batch differ only through the sampled schedules.
     Seeds derive from (seed, batch_index).
     """
-    dimension = split.controller_train.x.shape[1]
+    if not isinstance(splits, (list, tuple)):
+        splits = [splits]
 
     def run_batch(batch_index, count):
+        split = splits[batch_index % len(splits)]
+        dimension = split.controller_train.x.shape[1]
         batch_seed = seed * 100003 + batch_index
         model = spec.make_model(
             count, dimension, seed=batch_seed, shared_init=True
@@ -255,7 +285,7 @@ def run_comparison_trial(spec, controller, data_seed, model_seed=0,
         parameter}. Grids (S1-S3 thresholds, DGS weights) pick the member
         with the lowest best validation metric on `task_val`.
     """
-    split = spec.splits(data_seed, dataset)
+    split = spec.splits(data_seed, dataset, trial=True)
     schedule, weights, layout = comparison_schedule(spec, controller, data_seed)
     model = spec.make_model(
         len(weights), split.task_train.x.shape[1], task_l1_weights=weights,
@@ -289,7 +319,7 @@ def guided_run(spec, controller, data_seed, seed=0, dataset="synthetic",
         dict with the test metric, validation metric, steps and the
         fraction of steps that applied L1.
     """
-    split = spec.splits(data_seed, dataset)
+    split = spec.splits(data_seed, dataset, trial=True)
     model = spec.make_model(1, split.task_train.x.shape[1], seed=seed)
     schedule = schedules_lib.LearnedSchedule(
         controller, seed=seed, greedy=greedy, record_steps=spec.max_steps
