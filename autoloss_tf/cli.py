@@ -57,8 +57,9 @@ def build_parser():
                             "regression, 1e-3 for classification)")
     train.add_argument("--data-sets", type=int, default=None,
                        help="synthetic data sets whose controller partitions "
-                            "the episodes cycle through (default 8; 1 for "
-                            "breast_cancer)")
+                            "the episodes cycle through (default: 1 for "
+                            "regression and breast_cancer, 8 for synthetic "
+                            "classification)")
     train.add_argument("--baseline", default="batch",
                        choices=("batch", "moving_average"),
                        help="REINFORCE baseline: the mean reward of the other "

@@ -99,7 +99,9 @@ def train_controller(args, command):
         )
     data_sets = args.data_sets
     if data_sets is None:
-        data_sets = 1 if args.dataset == "breast_cancer" else 8
+        data_sets = (
+            1 if args.dataset == "breast_cancer" else spec.controller_data_sets
+        )
     if data_sets < 1 or (args.dataset == "breast_cancer" and data_sets != 1):
         raise UsageError(
             "--data-sets must be >= 1, and 1 for the single breast-cancer "

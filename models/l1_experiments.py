@@ -61,6 +61,8 @@ class TaskSpec:
         temperature: the controller's softmax temperature.
         feature_scale: per-feature divisors applied inside the controller.
         controller_learning_rate: Adam learning rate of the controller.
+        controller_data_sets: synthetic data sets whose controller
+            partitions controller training cycles through.
         steps_per_execution: train steps per compiled call.
     """
 
@@ -77,6 +79,7 @@ class TaskSpec:
     temperature: float
     feature_scale: tuple
     controller_learning_rate: float = 1e-2
+    controller_data_sets: int = 1
     steps_per_execution: int = 500
 
     def splits(self, seed, dataset="synthetic", trial=False):
@@ -162,6 +165,7 @@ CLASSIFICATION = TaskSpec(
     temperature=2.0,
     feature_scale=(1.0, 0.1, 0.02, 1.0, 0.1, 1.0, 1.0, 0.01),
     controller_learning_rate=1e-3,
+    controller_data_sets=8,
 )
 TASKS = {"regression": REGRESSION, "classification": CLASSIFICATION}
 
