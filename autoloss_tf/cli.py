@@ -33,22 +33,14 @@ def build_parser():
         "train-controller",
         help="train a controller by REINFORCE on the controller partitions",
     )
-    train.add_argument("task", choices=L1_TASKS)
-    train.add_argument("--max-steps", type=int, default=None,
-                       help="step limit of each task-model run (default: the "
-                            "task's, 20000 for regression, 2000 for "
-                            "classification)")
+    _add_task_arguments(train, seed_help="seed of the data, weights and "
+                        "sampling (default 0)")
     train.add_argument("--episodes", type=int, default=400,
                        help="total task-model training episodes (default 400)")
-    train.add_argument("--seed", type=int, default=0,
-                       help="seed of the data, weights and sampling (default 0)")
     train.add_argument("--out", required=True,
                        help="directory for checkpoints and the exported controller")
     train.add_argument("--resume", action="store_true",
                        help="continue from the checkpoint in --out")
-    train.add_argument("--dataset", default="synthetic",
-                       choices=("synthetic", "breast_cancer"),
-                       help="classification data set (default synthetic)")
     train.add_argument("--episodes-per-batch", type=int, default=16,
                        help="episodes trained side by side in one population "
                             "run (default 16)")
@@ -73,18 +65,9 @@ def build_parser():
     guide = commands.add_parser(
         "guide", help="train one new task model on fresh data under a controller"
     )
-    guide.add_argument("task", choices=L1_TASKS)
-    guide.add_argument("--max-steps", type=int, default=None,
-                       help="step limit of each task-model run (default: the "
-                            "task's, 20000 for regression, 2000 for "
-                            "classification)")
-    guide.add_argument("--controller", default=None,
-                       help="exported controller directory (default: the "
-                            "shipped one for the task)")
-    guide.add_argument("--seed", type=int, default=0,
-                       help="seed of the fresh data and sampling (default 0)")
-    guide.add_argument("--dataset", default="synthetic",
-                       choices=("synthetic", "breast_cancer"))
+    _add_task_arguments(guide, seed_help="seed of the fresh data and sampling "
+                        "(default 0)")
+    _add_controller_argument(guide)
     guide.add_argument("--greedy", action="store_true",
                        help="take the most probable action instead of sampling")
 
@@ -92,28 +75,37 @@ def build_parser():
         "compare",
         help="run w/o L1, S1-S3, DGS and AutoLoss on fresh data (Table 1)",
     )
-    compare.add_argument("task", choices=L1_TASKS)
-    compare.add_argument("--max-steps", type=int, default=None,
-                       help="step limit of each task-model run (default: the "
-                            "task's, 20000 for regression, 2000 for "
-                            "classification)")
+    _add_task_arguments(compare, seed_help="seed of the trial data sets "
+                        "(default 0)")
+    _add_controller_argument(compare)
     compare.add_argument("--trials", type=int, default=10,
                          help="fresh data sets (default 10)")
-    compare.add_argument("--seed", type=int, default=0,
-                         help="seed of the trial data sets (default 0)")
-    compare.add_argument("--controller", default=None,
-                         help="exported controller directory (default: the "
-                              "shipped one for the task)")
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
-    compare.add_argument("--dataset", default="synthetic",
-                         choices=("synthetic", "breast_cancer"))
 
     plot = commands.add_parser("plot", help="draw PNG plots of a results file")
     plot.add_argument("file", help="a compare JSON or a controller history.json")
     plot.add_argument("--out", default=None,
                       help="PNG path (default: FILE with .png)")
     return parser
+
+
+def _add_task_arguments(parser, seed_help):
+    parser.add_argument("task", choices=L1_TASKS)
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--dataset", default="synthetic",
+                        choices=("synthetic", "breast_cancer"),
+                        help="classification data set (default synthetic)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="step limit of each task-model run (default: "
+                             "the task's, 20000 for regression, 2000 for "
+                             "classification)")
+
+
+def _add_controller_argument(parser):
+    parser.add_argument("--controller", default=None,
+                        help="exported controller directory (default: the "
+                             "shipped one for the task)")
 
 
 def main(argv=None):

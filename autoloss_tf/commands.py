@@ -33,8 +33,13 @@ def _experiments():
 
 
 def task_spec(args):
-    """Return the task's `TaskSpec`, with `--max-steps` applied."""
+    """Return the task's `TaskSpec` with `--max-steps` applied; check it."""
     spec = _experiments().get_task(args.task)
+    if args.task == "regression" and args.dataset != "synthetic":
+        raise UsageError(
+            "--dataset applies to classification only. "
+            f"Received: --dataset {args.dataset} for regression."
+        )
     max_steps = getattr(args, "max_steps", None)
     if max_steps is None:
         return spec
@@ -88,8 +93,6 @@ def train_controller(args, command):
     spec = task_spec(args)
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
-    if args.task == "regression" and args.dataset != "synthetic":
-        raise UsageError("--dataset applies to classification only.")
     state_dir = os.path.join(args.out, "training")
     has_checkpoint = os.path.exists(os.path.join(state_dir, "checkpoint.npz"))
     if has_checkpoint and not args.resume:
@@ -222,8 +225,6 @@ def compare(args, command):
     spec = task_spec(args)
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1. Received: {args.trials}.")
-    if args.task == "regression" and args.dataset != "synthetic":
-        raise UsageError("--dataset applies to classification only.")
     directory = args.controller or default_controller_dir(args.task)
     loaded = load_task_controller(directory)
     started = time.time()
