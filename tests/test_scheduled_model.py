@@ -60,7 +60,7 @@ def test_single_action_matches_plain_fit(
     fit_args = dict(batch_size=4, epochs=4, shuffle=False, verbose=0)
     scheduled = make_regressor()
     scheduled.compile(optimizer=optimizer_class(learning_rate))
-    scheduled.fit(x, y, **fit_args)
+    scheduled_history = scheduled.fit(x, y, **fit_args)
 
     plain = keras.Sequential([
         keras.Input((x.shape[1],)),
@@ -69,7 +69,7 @@ def test_single_action_matches_plain_fit(
         ),
     ])
     plain.compile(optimizer=optimizer_class(learning_rate), loss="mse")
-    plain.fit(x, y, **fit_args)
+    plain_history = plain.fit(x, y, **fit_args)
 
     # Exact equality, not a tolerance: with one action the scheduled step
     # must reproduce keras.Model.fit to the last bit.
@@ -80,6 +80,11 @@ def test_single_action_matches_plain_fit(
     assert int(scheduled.optimizer.iterations) == 12
     assert int(plain.optimizer.iterations) == 12
     assert int(scheduled.training_state.step) == 12
+    # Both report the mean loss over each epoch's steps.
+    np.testing.assert_allclose(
+        scheduled_history.history["loss"], plain_history.history["loss"],
+        rtol=1e-6,
+    )
 
 
 # Tracing.
