@@ -124,7 +124,7 @@ def main(argv=None):
             commands.compare(args, command)
         elif args.command == "plot":
             commands.plot(args)
-    except commands.UsageError as error:
+    except commands.COMMAND_ERRORS as error:
         print(f"autoloss: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -25,6 +25,13 @@ class UsageError(Exception):
     """A bad command-line value; `main` prints it and exits with 2."""
 
 
+# Errors that `main` reports as one line with exit status 2.
+COMMAND_ERRORS = (
+    UsageError, export_lib.ControllerLoadError,
+    export_lib.ControllerMismatchError,
+)
+
+
 def _experiments():
     # Imported here so `autoloss --help` does not load TensorFlow.
     from autoloss_models import l1_experiments
@@ -72,16 +79,28 @@ def default_controller_dir(task, dataset="synthetic"):
     return os.path.join(DEFAULT_CONTROLLERS, name)
 
 
-def load_task_controller(directory):
-    """Load an exported controller and check it against the L1 tasks."""
-    if not os.path.isdir(directory):
+def load_task_controller(directory, task):
+    """Load an exported controller and check it against an L1 task."""
+    if not os.path.exists(directory):
         raise UsageError(
             f"Controller directory not found: {directory}. Pass --controller "
             "with a directory written by `autoloss train-controller`."
         )
+    if not os.path.isdir(directory):
+        raise UsageError(
+            f"--controller must be a directory, not a file. Received: "
+            f"{directory}. Pass the directory that holds metadata.json."
+        )
     loaded = export_lib.load_controller(
         directory, feature_names=_feature_names(), action_names=ACTION_NAMES
     )
+    trained_for = loaded.metadata.get("training", {}).get("task")
+    if trained_for is not None and trained_for != task:
+        raise UsageError(
+            f"The controller in {directory} was trained for {trained_for}, "
+            f"but the task is {task}; their feature scales differ. Pass a "
+            f"controller trained with `autoloss train-controller {task}`."
+        )
     return loaded
 
 
@@ -93,6 +112,7 @@ def train_controller(args, command):
     spec = task_spec(args)
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
+    _check_training_arguments(args)
     state_dir = os.path.join(args.out, "training")
     has_checkpoint = os.path.exists(os.path.join(state_dir, "checkpoint.npz"))
     if has_checkpoint and not args.resume:
@@ -132,7 +152,8 @@ def train_controller(args, command):
         state_dir, episodes_per_batch=args.episodes_per_batch,
         baseline=args.baseline,
     )
-    done = trainer.resume() if args.resume else 0
+    trainer.settings = _training_settings(args, data_sets, learning_rate)
+    done = _resume(trainer, args) if args.resume else 0
     _run_with_progress(trainer, args.episodes, done)
     _export_trained(trainer, controller, spec, args, command,
                     learning_rate=learning_rate, data_sets=data_sets)
@@ -143,6 +164,61 @@ def train_controller(args, command):
         f"{len(last)}: {np.mean([e['metric'] for e in last]):.4f}. "
         f"Controller written to {args.out}"
     )
+
+
+def _check_training_arguments(args):
+    if args.episodes_per_batch < 1:
+        raise UsageError(
+            "--episodes-per-batch must be >= 1. "
+            f"Received: {args.episodes_per_batch}."
+        )
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise UsageError(
+            f"--learning-rate must be > 0. Received: {args.learning_rate}."
+        )
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(
+            f"--out must be a directory. Received: {args.out}, a file."
+        )
+
+
+def _training_settings(args, data_sets, learning_rate):
+    """Return the settings a resumed run must share with the checkpoint."""
+    return {
+        "task": args.task, "dataset": args.dataset, "seed": args.seed,
+        "max_steps": args.max_steps, "episodes_per_batch":
+        args.episodes_per_batch, "data_sets": data_sets,
+        "learning_rate": learning_rate, "baseline": args.baseline,
+        "controller_kind": args.controller_kind,
+    }
+
+
+def _resume(trainer, args):
+    done = trainer.resume()
+    if done == 0:
+        print(f"No checkpoint in {args.out}; starting from episode 0.")
+        return 0
+    saved = trainer.saved_settings
+    if saved is not None and saved != trainer.settings:
+        changed = {
+            key: (saved.get(key), value)
+            for key, value in trainer.settings.items()
+            if saved.get(key) != value
+        }
+        raise UsageError(
+            "--resume needs the settings of the checkpoint in "
+            f"{args.out}. Changed (checkpoint, now): {changed}. Rerun with "
+            "the checkpoint's settings, or choose another --out."
+        )
+    if done >= args.episodes:
+        print(f"{args.out} already has {done} episodes (--episodes "
+              f"{args.episodes}); nothing to train. Exporting it again.")
+    return done
+
+
+def _check_json_target(path):
+    if path is not None and os.path.isdir(path):
+        raise UsageError(f"--json must be a file path. Received: {path}, a directory.")
 
 
 def _run_with_progress(trainer, episodes, done):
@@ -203,7 +279,7 @@ def guide(args):
     experiments = _experiments()
     spec = task_spec(args)
     directory = args.controller or default_controller_dir(args.task)
-    loaded = load_task_controller(directory)
+    loaded = load_task_controller(directory, spec.name)
     data_seed = experiments.trial_seed(args.seed, 0)
     result = experiments.guided_run(
         spec, loaded.controller, data_seed, seed=args.seed,
@@ -226,7 +302,9 @@ def compare(args, command):
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1. Received: {args.trials}.")
     directory = args.controller or default_controller_dir(args.task)
-    loaded = load_task_controller(directory)
+    loaded = load_task_controller(directory, spec.name)
+    shown = args.controller or f"saved_controllers/{args.task} (shipped)"
+    _check_json_target(args.json)
     started = time.time()
     trials = []
     for trial in tqdm(range(args.trials), unit="trial", desc=f"compare {spec.name}"):
@@ -236,7 +314,7 @@ def compare(args, command):
             dataset=args.dataset,
         ))
     results = summarize(spec, trials, args, command, loaded.metadata,
-                        directory, time.time() - started)
+                        shown, time.time() - started)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -325,7 +403,7 @@ def plot(args):
     """Write a PNG for a compare JSON file or a controller history."""
     from autoloss_tf import plots
 
-    if not os.path.exists(args.file):
+    if not os.path.isfile(args.file):
         raise UsageError(f"File not found: {args.file}.")
     with open(args.file) as f:
         try:
@@ -333,6 +411,7 @@ def plot(args):
         except json.JSONDecodeError as error:
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
     out = args.out or os.path.splitext(args.file)[0] + ".png"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if "methods" in content:
         plots.plot_comparison(content, out)
     elif "episodes" in content:

@@ -418,14 +418,15 @@ def load_schedule(directory, feature_names, action_names, seed=0,
     ```python
     names = ["task", "l1"]
     schedule = load_schedule(
-        "saved_controllers/l1", autoloss_tf.feature_names(names), names
+        "saved_controllers/regression", autoloss_tf.feature_names(names), names
     )
     model.compile(optimizer="adam", schedule=schedule)
     ```
     """
     loaded = _load_exported(directory, feature_names, action_names)
     return schedules_lib.LearnedSchedule(
-        loaded.controller, seed=seed, greedy=greedy
+        loaded.controller, seed=seed, greedy=greedy,
+        feature_names=loaded.feature_names, action_names=loaded.action_names,
     )
 
 

@@ -37,6 +37,7 @@ is elementwise, each member's update equals a separate run's.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from autoloss_tf import actions as actions_lib
@@ -438,6 +439,7 @@ class ScheduledModel(keras.Model):
         """
         if feature_validation_data is not None:
             x_val, y_val = feature_validation_data
+            _check_finite_validation(x_val, y_val)
             object.__setattr__(self, "_validation_data", (
                 tf.convert_to_tensor(x_val), tf.convert_to_tensor(y_val)
             ))
@@ -670,7 +672,9 @@ class ScheduledModel(keras.Model):
         state = self.training_state
         applied_float = tf.cast(applied, "float32")
         applied_count = tf.reduce_sum(applied_float)
-        step_loss = tf.reduce_sum(loss * applied_float) / tf.maximum(
+        # A skipped step may carry a NaN loss; it must not reach the mean.
+        applied_loss = tf.where(applied, loss, tf.zeros_like(loss))
+        step_loss = tf.reduce_sum(applied_loss) / tf.maximum(
             applied_count, 1.0
         )
         # Like Keras, `loss` is the mean over the epoch's applied steps.
@@ -679,7 +683,8 @@ class ScheduledModel(keras.Model):
         )
         logs = {
             "loss": self._loss_tracker.result(),
-            "action": actions[0],
+            # -1 marks a skipped step, whose sampled index may be invalid.
+            "action": tf.where(applied[0], actions[0], -1),
             "skipped_steps": state.skipped.value,
         }
         # Every returned tensor costs host work per call, so the per-action
@@ -731,6 +736,18 @@ class _ScheduleCallback(keras.callbacks.Callback):
         if self.model.patience is not None:
             if not bool(tf.reduce_any(self.model.training_state.active)):
                 self.model.stop_training = True
+
+
+def _check_finite_validation(x_val, y_val):
+    for name, values in (("x", x_val), ("y", y_val)):
+        array = np.asarray(values)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(
+                "`feature_validation_data` must be finite: a NaN or Inf "
+                "validation metric would skip every training step. "
+                f"Received: {int((~np.isfinite(array)).sum())} non-finite "
+                f"values in its {name}. Remove or impute those rows."
+            )
 
 
 def _union(groups):

@@ -359,12 +359,21 @@ class LearnedSchedule(Schedule):
             very differently when decoded greedily.
         record_steps: if set, record up to this many steps of features and
             actions in a `RolloutBuffer` for REINFORCE. Defaults to None.
+        feature_names: optional ordered feature names the controller was
+            trained on; `compile` then rejects a model whose names differ.
+        action_names: optional ordered action names, checked the same way.
     """
 
     def __init__(self, controller, seed=0, greedy=False, record_steps=None,
-                 **kwargs):
+                 feature_names=None, action_names=None, **kwargs):
         super().__init__(**kwargs)
         self.controller = controller
+        self.expected_feature_names = (
+            None if feature_names is None else list(feature_names)
+        )
+        self.expected_action_names = (
+            None if action_names is None else list(action_names)
+        )
         self.seed = int(seed)
         self.greedy = bool(greedy)
         self.record_steps = record_steps
@@ -377,6 +386,18 @@ class LearnedSchedule(Schedule):
 
     def bind(self, action_names, feature_names, population):
         super().bind(action_names, feature_names, population)
+        for kind, expected, received in (
+            ("feature", self.expected_feature_names, list(feature_names)),
+            ("action", self.expected_action_names, list(action_names)),
+        ):
+            if expected is not None and expected != received:
+                raise ValueError(
+                    f"The controller was trained on other {kind} names, and "
+                    f"it reads them by position. Received: model {kind}s "
+                    f"{received}, controller {kind}s {expected}. Register "
+                    "the actions (and features) in the controller's order, "
+                    "or train a controller for this model."
+                )
         controller = self.controller
         if controller.num_actions != len(action_names):
             raise ValueError(
@@ -426,6 +447,8 @@ class LearnedSchedule(Schedule):
         config.update(
             controller=keras.saving.serialize_keras_object(self.controller),
             seed=self.seed, greedy=self.greedy, record_steps=self.record_steps,
+            feature_names=self.expected_feature_names,
+            action_names=self.expected_action_names,
         )
         return config
 

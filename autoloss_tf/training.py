@@ -259,6 +259,8 @@ class EpisodicTrainer:
                 f"Received: episodes_per_batch={episodes_per_batch}."
             )
         self.baseline = baseline
+        self.settings = None
+        self.saved_settings = None
         self.updater = updater
         self.run_batch = run_batch
         self.directory = directory
@@ -283,6 +285,7 @@ class EpisodicTrainer:
             saved = json.load(f)
         self.history = saved["episodes"]
         self.updater.baseline.value = saved["baseline"]
+        self.saved_settings = saved.get("settings")
         return len(self.history)
 
     def train(self, episodes, progress=None):
@@ -330,6 +333,7 @@ class EpisodicTrainer:
         os.replace(temporary, self.checkpoint_path)
         payload = {
             "baseline": self.updater.baseline.value,
+            "settings": self.settings,
             "episodes": self.history,
         }
         temporary = self.history_path + ".tmp"

@@ -112,7 +112,7 @@ def test_missing_controller_is_usage_error(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_mismatched_controller_raises(trained, tmp_path):
+def test_mismatched_controller_is_usage_error(trained, tmp_path, capsys):
     out, _ = trained
     loaded = export.load_controller(out)
     export.export_controller(
@@ -120,9 +120,45 @@ def test_mismatched_controller_raises(trained, tmp_path):
         feature_names=[f"f{i}" for i in range(8)],
         action_names=["task", "l1"],
     )
-    with pytest.raises(export.ControllerMismatchError):
-        cli.main(["guide", "regression", "--controller",
-                  str(tmp_path / "renamed"), *TINY])
+    argv = ["guide", "regression", "--controller", str(tmp_path / "renamed"),
+            *TINY]
+    assert cli.main(argv) == 2
+    assert "feature" in capsys.readouterr().err
+
+
+def test_controller_of_other_task_rejected(trained, capsys):
+    out, _ = trained
+    argv = ["guide", "regression", "--controller", str(out), *TINY]
+    assert cli.main(argv) == 2
+    assert "trained for classification" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_rejected(trained, capsys):
+    out, _ = trained
+    argv = [
+        "train-controller", "classification", "--episodes", "6",
+        "--episodes-per-batch", "2", "--seed", "4", "--out", str(out),
+        "--resume", *TINY,
+    ]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "'seed': (3, 4)" in error
+
+
+def test_bad_training_arguments_rejected(tmp_path, capsys):
+    file_path = tmp_path / "file"
+    file_path.write_text("x")
+    cases = [
+        (["--episodes-per-batch", "0", "--out", str(tmp_path / "a")],
+         "--episodes-per-batch"),
+        (["--learning-rate", "-1", "--out", str(tmp_path / "b")],
+         "--learning-rate"),
+        (["--out", str(file_path)], "--out must be a directory"),
+    ]
+    for extra, message in cases:
+        argv = ["train-controller", "classification", *TINY, *extra]
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_killed_training_resumes_without_loss(tmp_path):

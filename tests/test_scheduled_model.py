@@ -488,7 +488,7 @@ def test_out_of_range_action_skipped(
     # tf.switch_case runs its last branch ("second") for an out-of-range
     # index, so any change to the weights would show the guard failed.
     _assert_all_equal(_numpy_values(model.trainable_variables), initial)
-    assert recorder.column("action") == [action] * 3
+    assert recorder.column("action") == [-1] * 3
     assert recorder.column("skipped_steps") == [1, 2, 3]
     assert [int(o.iterations) for o in model.action_optimizers] == [0, 0]
 
@@ -692,3 +692,28 @@ def test_restore_best_weights(quadratic_data, step_recorder):
         for value, expected in zip(restored, weights_before_step[step]):
             np.testing.assert_array_equal(value[member], expected[member])
     assert not np.array_equal(restored[0][0], final[0][0])
+
+
+# Fixes found by trying the library as a new user.
+
+
+def test_nan_validation_data_rejected(make_regressor, regression_data):
+    x, y = regression_data
+    model = make_regressor()
+    model.compile(optimizer="sgd")
+    x_val = x.copy()
+    x_val[0, 0] = np.nan
+    with pytest.raises(ValueError, match="feature_validation_data"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  feature_validation_data=(x_val, y))
+
+
+def test_skipped_steps_keep_loss_log_finite(make_regressor, regression_data):
+    x, y = regression_data
+    x = x.copy()
+    x[:4] = np.nan
+    model = make_regressor()
+    model.compile(optimizer="sgd")
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert history.history["skipped_steps"][-1] >= 1
+    assert np.isfinite(history.history["loss"][-1])

@@ -8,6 +8,7 @@ from autoloss_tf import CyclicSchedule
 from autoloss_tf import FixedSchedule
 from autoloss_tf import LearnedSchedule
 from autoloss_tf import LinearController
+from autoloss_tf import MLPController
 from autoloss_tf import MemberwiseSchedule
 from autoloss_tf import RandomSchedule
 from autoloss_tf import ThresholdSchedule
@@ -352,3 +353,18 @@ def test_schedule_config_round_trip():
                 _select(schedule, features, step),
                 err_msg=type(schedule).__name__,
             )
+
+
+def test_learned_schedule_checks_expected_names():
+    controller = MLPController(num_features=8, num_actions=2, hidden_units=4)
+    names = feature_names(["task", "l1"])
+    schedule = LearnedSchedule(
+        controller, feature_names=names, action_names=["task", "l1"]
+    )
+    schedule.bind(["task", "l1"], names, 1)
+    swapped = LearnedSchedule(
+        controller, feature_names=feature_names(["l1", "task"]),
+        action_names=["l1", "task"],
+    )
+    with pytest.raises(ValueError, match="trained on other feature names"):
+        swapped.bind(["task", "l1"], names, 1)
