@@ -14,8 +14,9 @@ raises the policy's entropy).
 `EpisodicTrainer` runs episodes in batches (several task-model copies in
 one population model), then applies one S = 1 update per episode in order.
 NOTE: episodes of one batch are sampled with the controller weights at the
-start of that batch, so with `episodes_per_batch > 1` the later updates of
-a batch are slightly off-policy; `episodes_per_batch=1` is exact.
+start of that batch. With `episodes_per_batch > 1` the later updates of a
+batch are therefore slightly off-policy, and `episodes_per_batch=1` is
+exact.
 """
 
 import collections
@@ -81,7 +82,7 @@ class MovingAverageBaseline:
 
 
 class ReinforceUpdater:
-    """Applies REINFORCE updates to a controller.
+    """REINFORCE updater of a controller's weights and baseline.
 
     Args:
         controller: an `autoloss_tf.Controller`.
@@ -239,6 +240,13 @@ class EpisodicTrainer:
             removes the reward spread caused by the initial weights, which
             otherwise swamps the effect of the schedule. Defaults to
             `"moving_average"`.
+
+    Attributes:
+        settings: optional JSON-serializable dict saved with every
+            checkpoint, so a caller can check that a resumed run uses the
+            same settings.
+        saved_settings: the `settings` of the checkpoint that `resume`
+            loaded, or None.
     """
 
     def __init__(self, updater, run_batch, directory, episodes_per_batch=8,
