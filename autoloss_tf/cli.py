@@ -45,13 +45,12 @@ def build_parser():
                        help="episodes trained side by side in one population "
                             "run (default 16)")
     train.add_argument("--learning-rate", type=float, default=None,
-                       help="controller Adam learning rate (default: 1e-2 for "
+                       help="controller Adam learning rate (default: 3e-3 for "
                             "regression, 1e-3 for classification)")
     train.add_argument("--data-sets", type=int, default=None,
                        help="synthetic data sets whose controller partitions "
-                            "the episodes cycle through (default: 1 for "
-                            "regression and breast_cancer, 8 for synthetic "
-                            "classification)")
+                            "the episodes cycle through (default 8; always 1 "
+                            "for breast_cancer)")
     train.add_argument("--baseline", default="batch",
                        choices=("batch", "moving_average"),
                        help="REINFORCE baseline: the mean reward of the other "

@@ -154,7 +154,7 @@ REGRESSION = TaskSpec(
     name="regression", metric="excess_mse", learning_rate=5e-4,
     max_steps=20000, patience=2000, l1_scale=0.2, dgs_grid=(1e-3, 10.0, 50),
     reward_scale=2000.0, baseline_decay=0.8, advantage_clip=20.0,
-    temperature=2.0,
+    temperature=2.0, controller_learning_rate=3e-3, controller_data_sets=8,
     # progress, 2 grad norms, 2 losses, validation metric, EMA, diff EMA
     feature_scale=(1.0, 1.0, 1.0, 10.0, 1.0, 10.0, 10.0, 0.01),
 )
