@@ -568,6 +568,8 @@ class ScheduledModel(keras.Model):
         variables = self._action_list[0].resolved_variables
         optimizer = self.action_optimizers[self._action_list[0].optimizer_index]
         safe_actions = tf.maximum(actions, 0)
+        # NOTE: an unusable member gets a zero gradient, but Adam still
+        # moves it by its stored momentum on this step.
         with tf.GradientTape() as tape:
             losses = tf.stack(
                 [self._action_loss(a, data) for a in self._action_list],
