@@ -4,8 +4,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 
 import keras
@@ -19,6 +17,8 @@ from autoloss_tf import features as features_lib
 from autoloss_tf import training
 
 ACTION_NAMES = ("task", "l1")
+# Episodes averaged for the final validation metric of a trained controller.
+FINAL_EPISODES = 20
 
 
 class UsageError(Exception):
@@ -110,8 +110,6 @@ def train_controller(args, command):
     """Train a controller by REINFORCE and export it to `args.out`."""
     experiments = _experiments()
     spec = task_spec(args)
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
     _check_training_arguments(args)
     state_dir = os.path.join(args.out, "training")
     has_checkpoint = os.path.exists(os.path.join(state_dir, "checkpoint.npz"))
@@ -120,16 +118,7 @@ def train_controller(args, command):
             f"{args.out} already contains a controller-training checkpoint. "
             "Pass --resume to continue it, or choose another --out."
         )
-    data_sets = args.data_sets
-    if data_sets is None:
-        data_sets = (
-            1 if args.dataset == "breast_cancer" else spec.controller_data_sets
-        )
-    if data_sets < 1 or (args.dataset == "breast_cancer" and data_sets != 1):
-        raise UsageError(
-            "--data-sets must be >= 1, and 1 for the single breast-cancer "
-            f"data set. Received: --data-sets {args.data_sets}."
-        )
+    data_sets = _controller_data_sets(args, spec)
     learning_rate = args.learning_rate or spec.controller_learning_rate
     # Reproducible reruns of the same command need deterministic kernels.
     tf.config.experimental.enable_op_determinism()
@@ -155,18 +144,19 @@ def train_controller(args, command):
     trainer.settings = _training_settings(args, data_sets, learning_rate)
     done = _resume(trainer, args) if args.resume else 0
     _run_with_progress(trainer, args.episodes, done)
-    _export_trained(trainer, controller, spec, args, command,
-                    learning_rate=learning_rate, data_sets=data_sets)
-    last = trainer.history[-20:]
+    info = _export_trained(trainer, controller, spec, args, command)
     print(
-        f"Trained {len(trainer.history)} episodes. Mean validation "
+        f"Trained {info['episodes']} episodes. Mean validation "
         f"{'MSE' if spec.name == 'regression' else 'error'} of the last "
-        f"{len(last)}: {np.mean([e['metric'] for e in last]):.4f}. "
+        f"{min(FINAL_EPISODES, info['episodes'])}: "
+        f"{info['final_validation_metric']:.4f}. "
         f"Controller written to {args.out}"
     )
 
 
 def _check_training_arguments(args):
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1. Received: {args.episodes}.")
     if args.episodes_per_batch < 1:
         raise UsageError(
             "--episodes-per-batch must be >= 1. "
@@ -180,6 +170,20 @@ def _check_training_arguments(args):
         raise UsageError(
             f"--out must be a directory. Received: {args.out}, a file."
         )
+
+
+def _controller_data_sets(args, spec):
+    data_sets = args.data_sets
+    if data_sets is None:
+        data_sets = (
+            1 if args.dataset == "breast_cancer" else spec.controller_data_sets
+        )
+    if data_sets < 1 or (args.dataset == "breast_cancer" and data_sets != 1):
+        raise UsageError(
+            "--data-sets must be >= 1, and 1 for the single breast-cancer "
+            f"data set. Received: --data-sets {args.data_sets}."
+        )
+    return data_sets
 
 
 def _training_settings(args, data_sets, learning_rate):
@@ -235,41 +239,27 @@ def _run_with_progress(trainer, episodes, done):
         bar.close()
 
 
-def _export_trained(trainer, controller, spec, args, command, learning_rate,
-                    data_sets):
+def _export_trained(trainer, controller, spec, args, command):
+    """Export the controller with its training record; return the record."""
     history = trainer.history
-    last = history[-20:]
-    info = {
-        "command": command,
-        "seed": args.seed,
-        "task": spec.name,
-        "dataset": args.dataset,
+    last = history[-FINAL_EPISODES:]
+    info = {"command": command, **trainer.settings}
+    info.update({
         "episodes": len(history),
-        "episodes_per_batch": args.episodes_per_batch,
-        "learning_rate": learning_rate,
-        "data_sets": data_sets,
-        "baseline": args.baseline,
-        "controller_kind": args.controller_kind,
         "final_validation_metric": float(np.mean([e["metric"] for e in last])),
         "final_validation_metric_note": (
             f"mean {spec.name} validation metric on the controller "
             f"validation partition over the last {len(last)} episodes"
         ),
         "task_model_batches": int(sum(e["steps"] for e in history)),
-    }
-    with tempfile.TemporaryDirectory() as staging:
-        target = os.path.join(staging, "controller")
-        export_lib.export_controller(
-            controller, target, feature_names=_feature_names(),
-            action_names=list(ACTION_NAMES), training=info,
-        )
-        for name in os.listdir(target):
-            destination = os.path.join(args.out, name)
-            if os.path.isdir(destination):
-                shutil.rmtree(destination)
-            elif os.path.exists(destination):
-                os.remove(destination)
-            shutil.move(os.path.join(target, name), destination)
+    })
+    # overwrite=True replaces only the export's own entries, so the
+    # checkpoint under `training/` stays for a later --resume.
+    export_lib.export_controller(
+        controller, args.out, feature_names=_feature_names(),
+        action_names=list(ACTION_NAMES), training=info, overwrite=True,
+    )
+    return info
 
 
 # guide ------------------------------------------------------------------
@@ -303,7 +293,9 @@ def compare(args, command):
         raise UsageError(f"--trials must be >= 1. Received: {args.trials}.")
     directory = args.controller or default_controller_dir(args.task)
     loaded = load_task_controller(directory, spec.name)
-    shown = args.controller or f"saved_controllers/{args.task} (shipped)"
+    controller_label = (
+        args.controller or f"saved_controllers/{args.task} (shipped)"
+    )
     _check_json_target(args.json)
     started = time.time()
     trials = []
@@ -314,7 +306,7 @@ def compare(args, command):
             dataset=args.dataset,
         ))
     results = summarize(spec, trials, args, command, loaded.metadata,
-                        shown, time.time() - started)
+                        controller_label, time.time() - started)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

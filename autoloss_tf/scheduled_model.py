@@ -21,8 +21,8 @@ GAN's generator or discriminator) an optimizer of its own.
 
 Non-finite values. With `nonfinite="skip"` (the default) a step whose loss,
 gradient or features are NaN or Inf applies nothing and is counted in the
-`skipped_steps` log; with `nonfinite="raise"` the step raises
-`tf.errors.InvalidArgumentError`. A NaN feature never reaches
+`skipped_steps` log. With `nonfinite="raise"` the step raises
+`tf.errors.InvalidArgumentError` instead. A NaN feature never reaches
 `tf.switch_case`, which would otherwise silently run its last branch.
 
 Population mode. `ScheduledModel(population=P)` trains P independent copies
@@ -476,7 +476,9 @@ class ScheduledModel(keras.Model):
             tf.minimum(tf.cast(step, "float32") / state.total_steps, 1.0)
         )
         features = tracker.values()
-        actions, probabilities = self._decide(features, step)
+        actions, probabilities = schedules_lib.decide(
+            self.schedule, features, step
+        )
         usable = self._usable(features, actions)
         if self._population is None:
             loss, grad_norm, applied = self._single_update(data, actions, usable)
@@ -491,9 +493,6 @@ class ScheduledModel(keras.Model):
         state.skipped.assign_add(skipped)
         state.step.assign_add(1)
         return self._logs(actions, probabilities, loss, applied)
-
-    def _decide(self, features, step):
-        return schedules_lib.decide(self.schedule, features, step)
 
     def _usable(self, features, actions):
         """Return which members may step: finite features and a valid action."""

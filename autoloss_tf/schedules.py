@@ -21,7 +21,6 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from autoloss_tf import controllers as controllers_lib
 
 
 class Schedule(keras.layers.Layer):
@@ -555,14 +554,3 @@ class MemberwiseSchedule(Schedule):
         ]
         return cls(**config)
 
-
-def make_learned_schedule(kind, num_features, num_actions, **kwargs):
-    """Create a `LearnedSchedule` around a new controller of `kind`."""
-    schedule_args = {
-        key: kwargs.pop(key)
-        for key in ("seed", "greedy", "record_steps") if key in kwargs
-    }
-    controller = controllers_lib.make_controller(
-        kind, num_features, num_actions, **kwargs
-    )
-    return LearnedSchedule(controller, **schedule_args)
