@@ -82,7 +82,7 @@ def resolve_variables(action, model_variables):
         A list of variables in first-seen order.
 
     Raises:
-        ValueError: if the group is empty or holds a variable that is not
+        ValueError: if the group is empty or contains a variable that is not
             one of the task model's.
     """
     spec = action.variables

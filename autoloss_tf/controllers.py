@@ -20,7 +20,7 @@ class Controller(keras.Model):
         num_actions: number of actions to choose from.
         temperature: softmax temperature, > 0. Higher values flatten the
             policy. Defaults to 1.0.
-        feature_scale: optional list of `num_features` positive floats; each
+        feature_scale: optional list of `num_features` positive floats. Each
             feature is divided by its entry before the first layer, so
             features of very different magnitudes (losses near 100,
             gradient norms near 0.01) reach the network on one scale.

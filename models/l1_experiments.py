@@ -8,8 +8,8 @@ step. One step scans one full batch of the training partition, so costs are
 counted in task-model batches.
 
 Partitions follow section 5.1.1 of the AutoLoss paper (Xu et al., ICLR
-2019): the controller trains on `controller_train` and is rewarded on
-`controller_val`; guided runs and every baseline train on `task_train`,
+2019). The controller trains on `controller_train` and is rewarded on
+`controller_val`. Guided runs and every baseline train on `task_train`,
 select on `task_val`, and report on `test`.
 """
 
@@ -223,7 +223,7 @@ def controller_data_seed(seed, index):
 def controller_batch_runner(spec, controller, splits, seed):
     """Return `run_batch(batch_index, count)` for `EpisodicTrainer`.
 
-    `splits` is one `FiveWaySplit` or a list of them; batch b trains on the
+    `splits` is one `FiveWaySplit` or a list of them. Batch b trains on the
     controller partitions of `splits[b % len(splits)]`, so a controller can
     learn from several data sets drawn from one generator.
 

@@ -118,7 +118,8 @@ class QuadraticRegression(L1TaskModel):
     """The d-ary quadratic regressor f(u) = u^T A u + b^T u + c.
 
     As in the AutoLoss authors' code, A is stored as W / 10 with
-    W ~ N(0, 0.01^2) and b ~ N(0, 0.1^2) at initialization; c starts at 0.
+    W ~ N(0, 0.01^2) and b ~ N(0, 0.1^2) at initialization, and c starts
+    at 0.
     With d = 16 a member has 16 * 16 + 16 + 1 = 273 parameters. The task
     loss is the mean squared error.
 
