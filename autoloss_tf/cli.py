@@ -5,6 +5,7 @@ Examples:
     autoloss compare regression
     autoloss train-controller classification --episodes 300 --seed 0 --out runs/c
     autoloss guide regression --controller saved_controllers/regression --seed 3
+    autoloss study budget regression --trials 10 --json budget.json
     autoloss plot benchmarks/results/regression.json
 """
 
@@ -19,6 +20,7 @@ DEFAULT_CONTROLLERS = os.path.join(
     "saved_controllers",
 )
 L1_TASKS = ("regression", "classification")
+STUDIES = ("lambda-robustness", "budget", "transfer-data", "ablation")
 
 
 def build_parser():
@@ -82,6 +84,41 @@ def build_parser():
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
 
+    study = commands.add_parser(
+        "study",
+        help="run one of the paper's further L1 studies (Figure 1, Figure 3 "
+             "right, Table 2, Table 3)",
+    )
+    study.add_argument("name", choices=STUDIES,
+                       help="lambda-robustness (regression, classification), "
+                            "budget (regression), transfer-data "
+                            "(classification), ablation (regression)")
+    study.add_argument("task", choices=L1_TASKS)
+    study.add_argument("--trials", type=int, default=10,
+                       help="fresh comparison data sets (default 10)")
+    study.add_argument("--seed", type=int, default=0,
+                       help="seed of controllers and trial data (default 0)")
+    study.add_argument("--episodes", type=int, default=None,
+                       help="episodes per controller (default 320 for "
+                            "regression, 400 for classification)")
+    study.add_argument("--json", default=None,
+                       help="write results to this JSON file")
+    study.add_argument("--work-dir", default=None,
+                       help="where controller checkpoints go; a rerun with "
+                            "the same settings resumes them (default "
+                            "runs/study/NAME-TASK-seedS)")
+    study.add_argument("--lambdas", type=float, nargs="+", default=None,
+                       help="L1 weights of lambda-robustness (default "
+                            "0.01 0.1 1 10 for regression, 1e-4 to 1 for "
+                            "classification)")
+    study.add_argument("--controller", default=None,
+                       help="transfer-data: use this exported classification "
+                            "controller instead of training one")
+    study.add_argument("--max-steps", type=int, default=None,
+                       help="step limit of each task-model run (default: "
+                            "the task's)")
+    study.set_defaults(dataset="synthetic")
+
     plot = commands.add_parser("plot", help="draw PNG plots of a results file")
     plot.add_argument("file", help="a compare JSON or a controller history.json")
     plot.add_argument("--out", default=None,
@@ -121,6 +158,8 @@ def main(argv=None):
             commands.guide(args)
         elif args.command == "compare":
             commands.compare(args, command)
+        elif args.command == "study":
+            commands.study(args, command)
         elif args.command == "plot":
             commands.plot(args)
     except commands.COMMAND_ERRORS as error:

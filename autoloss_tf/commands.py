@@ -389,6 +389,131 @@ def format_table(results):
     return "\n".join(lines)
 
 
+# study ------------------------------------------------------------------
+
+STUDY_EPISODES = {"regression": 320, "classification": 400}
+
+
+def study(args, command):
+    """Run one of the further L1 studies; print its table, write JSON."""
+    from autoloss_models import l1_studies
+
+    allowed = l1_studies.STUDY_TASKS[args.name]
+    if args.task not in allowed:
+        raise UsageError(
+            f"The {args.name} study runs on {' and '.join(allowed)}. "
+            f"Received: {args.task}. Run `autoloss study {args.name} "
+            f"{allowed[0]}`."
+        )
+    spec = task_spec(args)
+    episodes = args.episodes or STUDY_EPISODES[args.task]
+    if episodes < 2 or args.trials < 1:
+        raise UsageError(
+            "--episodes must be >= 2 and --trials >= 1. Received: "
+            f"--episodes {episodes} --trials {args.trials}."
+        )
+    if args.lambdas is not None and args.name != "lambda-robustness":
+        raise UsageError("--lambdas applies to the lambda-robustness study only.")
+    if args.controller is not None and args.name != "transfer-data":
+        raise UsageError("--controller applies to the transfer-data study only.")
+    lambdas = args.lambdas or l1_studies.DEFAULT_LAMBDAS[args.task]
+    if min(lambdas) <= 0:
+        raise UsageError(f"--lambdas must all be > 0. Received: {lambdas}.")
+    _check_json_target(args.json)
+    work_dir = args.work_dir or os.path.join(
+        "runs", "study", f"{args.name}-{args.task}-seed{args.seed}"
+    )
+    if os.path.exists(work_dir) and not os.path.isdir(work_dir):
+        raise UsageError(f"--work-dir must be a directory. Received: {work_dir}, a file.")
+    controller = None
+    if args.controller is not None:
+        controller = load_task_controller(args.controller, args.task).controller
+    tf.config.experimental.enable_op_determinism()
+    started = time.time()
+    try:
+        if args.name == "lambda-robustness":
+            results = l1_studies.lambda_robustness(
+                spec, lambdas, args.trials, args.seed, episodes, work_dir)
+        elif args.name == "budget":
+            results = l1_studies.budget(
+                spec, args.trials, args.seed, episodes, work_dir)
+        elif args.name == "transfer-data":
+            results = l1_studies.transfer_data(
+                spec, args.trials, args.seed, episodes, work_dir,
+                controller=controller)
+            if controller is not None:
+                results["controller"] = {"directory": args.controller}
+        else:
+            results = l1_studies.ablation(
+                spec, args.trials, args.seed, episodes, work_dir)
+    except l1_studies.StudyResumeError as error:
+        raise UsageError(str(error)) from error
+    results.update({
+        "command": command, "seed": args.seed, "trials": args.trials,
+        "max_steps": spec.max_steps, "work_dir": work_dir,
+        "machine": machine_description(),
+        "elapsed_seconds": round(time.time() - started, 1),
+    })
+    print(format_study(results))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"Results written to {args.json}")
+    return results
+
+
+def format_study(results):
+    """Return a text table of a study's results dictionary."""
+    name = results["study"]
+    lines = [
+        f"{name} {results['task']}: test {results['metric']}, "
+        f"{results['trials']} trials, seed {results['seed']}, "
+        f"{results['episodes']} episodes per controller"
+    ]
+    if name == "lambda-robustness":
+        lines.append(f"{'lambda':>10}{'combined':>12}{'AutoLoss':>12}")
+        combined = results["methods"]["combined"]
+        autoloss = results["methods"]["AutoLoss"]
+        for i, value in enumerate(results["lambdas"]):
+            lines.append(
+                f"{value:>10g}{combined['mean'][i]:>12.4f}"
+                f"{autoloss['mean'][i]:>12.4f}"
+            )
+        lines.append(f"without L1: {results['without_l1']['mean']:.4f}")
+    elif name == "budget":
+        reach = [t["autoloss_batches_to_dgs_final"] for t in results["per_trial"]]
+        dgs = [t["dgs_batches_to_final"] for t in results["per_trial"]]
+        lines.append(
+            "DGS final test metric per trial: " + ", ".join(
+                f"{t['dgs_final']:.4f}" for t in results["per_trial"]))
+        lines.append(f"DGS batches to its final: {dgs}")
+        lines.append(f"AutoLoss batches to DGS's final: {reach}")
+        ratio = results["batches_ratio"]
+        lines.append(
+            "batches ratio (median AutoLoss / DGS): "
+            + ("not reached in most trials" if ratio is None else f"{ratio:.3f}")
+        )
+    elif name == "transfer-data":
+        lines.append(f"{'data set':<18}{'without_l1':>12}{'DGS':>10}"
+                     f"{'AutoLoss':>10}{'DGS cost':>10}{'AL cost':>9}")
+        for data_name, entry in results["data_sets"].items():
+            m, cost = entry["methods"], entry["cost_batches"]
+            lines.append(
+                f"{data_name:<18}{m['without_l1']['mean']:>12.4f}"
+                f"{m['DGS']['mean']:>10.4f}{m['AutoLoss']['mean']:>10.4f}"
+                f"{cost['DGS_per_trial']:>10.0f}"
+                f"{cost['AutoLoss_guided_per_trial']:>9.0f}"
+            )
+    else:
+        lines.append(f"{'dropped':<22}{'mean':>10}{'std':>10}")
+        for variant, entry in results["variants"].items():
+            lines.append(f"{variant:<22}{entry['mean']:>10.4f}{entry['std']:>10.4f}")
+        lines.append(f"{'DGS (reference)':<22}{results['DGS']['mean']:>10.4f}"
+                     f"{results['DGS']['std']:>10.4f}")
+    return "\n".join(lines)
+
+
 # plot ------------------------------------------------------------------
 
 def plot(args):
@@ -404,7 +529,9 @@ def plot(args):
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
     out = args.out or os.path.splitext(args.file)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if "methods" in content:
+    if "study" in content:
+        plots.plot_study(content, out)
+    elif "methods" in content:
         plots.plot_comparison(content, out)
     elif "episodes" in content:
         plots.plot_controller_history(content, out)

@@ -25,13 +25,18 @@ class Controller(keras.Model):
             features of very different magnitudes (losses near 100,
             gradient norms near 0.01) reach the network on one scale.
             Defaults to all ones.
+        feature_mask: optional list of `num_features` values, each 0 or 1.
+            Features with a 0 reach the network as 0 whatever their value,
+            which drops them from the policy (a feature ablation) while the
+            controller still reads the full feature vector. Defaults to all
+            ones.
     """
 
     kind = None
 
     def __init__(
         self, num_features, num_actions, temperature=1.0, feature_scale=None,
-        **kwargs,
+        feature_mask=None, **kwargs,
     ):
         super().__init__(**kwargs)
         _check_positive_int("num_features", num_features)
@@ -50,14 +55,28 @@ class Controller(keras.Model):
                 f"Received: feature_scale={feature_scale} with "
                 f"num_features={num_features}. Pass one scale per feature."
             )
+        if feature_mask is None:
+            feature_mask = [1.0] * num_features
+        feature_mask = [float(m) for m in feature_mask]
+        if len(feature_mask) != num_features or not set(feature_mask) <= {0.0, 1.0}:
+            raise ValueError(
+                "`feature_mask` must hold `num_features` values, each 0 or 1. "
+                f"Received: feature_mask={feature_mask} with "
+                f"num_features={num_features}. Pass 1 to keep a feature and "
+                "0 to drop it."
+            )
         self.num_features = int(num_features)
         self.num_actions = int(num_actions)
         self.temperature = float(temperature)
         self.feature_scale = feature_scale
+        self.feature_mask = feature_mask
 
     def _scaled(self, features):
         features = tf.cast(features, "float32")
-        return features / tf.constant(self.feature_scale, "float32")
+        scaled = features / tf.constant(self.feature_scale, "float32")
+        if min(self.feature_mask) == 1.0:
+            return scaled
+        return scaled * tf.constant(self.feature_mask, "float32")
 
     def logits(self, features):
         """Return the raw logits [batch, num_actions] for features."""
@@ -90,6 +109,7 @@ class Controller(keras.Model):
             num_actions=self.num_actions,
             temperature=self.temperature,
             feature_scale=self.feature_scale,
+            feature_mask=self.feature_mask,
         )
         return config
 

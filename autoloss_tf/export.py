@@ -274,6 +274,7 @@ def _build_metadata(controller, feature_names, action_names, training):
         "action_names": action_names,
         "temperature": controller.temperature,
         "feature_scale": list(controller.feature_scale),
+        "feature_mask": list(controller.feature_mask),
     }
     if hasattr(controller, "hidden_units"):
         metadata["hidden_units"] = controller.hidden_units

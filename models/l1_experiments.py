@@ -64,6 +64,8 @@ class TaskSpec:
         controller_data_sets: synthetic data sets whose controller
             partitions controller training cycles through.
         steps_per_execution: train steps per compiled call.
+        data_spec: the `ClassificationSpec` of synthetic classification
+            data; None for the default specification.
     """
 
     name: str
@@ -81,6 +83,7 @@ class TaskSpec:
     controller_learning_rate: float = 1e-2
     controller_data_sets: int = 1
     steps_per_execution: int = 500
+    data_spec: data_lib.ClassificationSpec = None
 
     def splits(self, seed, dataset="synthetic", trial=False):
         """Return the `FiveWaySplit` of data seed `seed`.
@@ -98,7 +101,9 @@ class TaskSpec:
                 )
             return data_lib.regression_splits(seed=seed)
         if dataset == "synthetic":
-            return data_lib.classification_splits(seed=seed)
+            return data_lib.classification_splits(
+                spec=self.data_spec or data_lib.ClassificationSpec(), seed=seed
+            )
         if dataset == "breast_cancer":
             return data_lib.breast_cancer_splits(
                 seed=BREAST_CANCER_CONTROLLER_SEED,
@@ -111,10 +116,11 @@ class TaskSpec:
         )
 
     def make_model(self, population, dimension, task_l1_weights=None,
-                   seed=0, shared_init=True):
-        """Create and compile-ready population task model."""
+                   seed=0, shared_init=True, l1_scale=None):
+        """Create a population task model (`l1_scale` overrides the spec's)."""
         common = dict(
-            population=population, l1_scale=self.l1_scale,
+            population=population,
+            l1_scale=self.l1_scale if l1_scale is None else l1_scale,
             task_l1_weights=task_l1_weights, seed=seed,
             shared_init=shared_init,
         )
@@ -148,6 +154,28 @@ class TaskSpec:
     def dgs_weights(self):
         low, high, count = self.dgs_grid
         return np.logspace(np.log10(low), np.log10(high), count)
+
+    def with_l1_scale(self, l1_scale):
+        """Return this spec with the L1 action's weight set to `l1_scale`.
+
+        The two L1 features, the L1 gradient norm (which equals the weight
+        times the share of nonzero parameters) and the L1 loss, grow in
+        proportion to the weight, so their feature scales are multiplied by
+        `l1_scale / self.l1_scale` and reach the controller on the scale
+        they have at the default weight.
+        """
+        if not l1_scale > 0:
+            raise ValueError(
+                f"`l1_scale` must be > 0. Received: l1_scale={l1_scale!r}."
+            )
+        ratio = float(l1_scale) / self.l1_scale
+        scale = list(self.feature_scale)
+        names = autoloss_tf.feature_names(("task", "l1"))
+        for name in ("grad_norm/l1", "loss/l1"):
+            scale[names.index(name)] *= ratio
+        return dataclasses.replace(
+            self, l1_scale=float(l1_scale), feature_scale=tuple(scale)
+        )
 
 
 REGRESSION = TaskSpec(
@@ -202,11 +230,12 @@ def run_population(spec, model, schedule, train, val):
     return model
 
 
-def make_controller(spec, kind="mlp", seed=0):
+def make_controller(spec, kind="mlp", seed=0, feature_mask=None):
     """Create a controller sized for the L1 tasks' 8 features, 2 actions."""
     return autoloss_tf.make_controller(
         kind, num_features=len(spec.feature_scale), num_actions=2,
         temperature=spec.temperature, feature_scale=list(spec.feature_scale),
+        feature_mask=feature_mask,
         **({"seed": seed} if kind == "mlp" else {}),
     )
 
@@ -259,10 +288,11 @@ def trial_seed(seed, trial):
     return 10_000 + 1_000 * seed + trial
 
 
-def comparison_schedule(spec, controller, seed):
+def comparison_schedule(spec, controller, seed, guided_runs=1):
     """Return (schedule, task_l1_weights, layout) for one comparison trial.
 
-    `layout` maps each method to its member slice.
+    `layout` maps each method to its member slice; AutoLoss gets
+    `guided_runs` members that sample from the same controller.
     """
     dgs = list(spec.dgs_weights())
     parts = [(schedules_lib.FixedSchedule("task"), 1)]
@@ -270,9 +300,11 @@ def comparison_schedule(spec, controller, seed):
         grid = list(THRESHOLD_GRIDS[rule])
         parts.append((schedules_lib.ThresholdSchedule(rule, grid), len(grid)))
     parts.append((schedules_lib.FixedSchedule("task"), len(dgs)))
-    parts.append((schedules_lib.LearnedSchedule(controller, seed=seed), 1))
+    parts.append(
+        (schedules_lib.LearnedSchedule(controller, seed=seed), guided_runs)
+    )
     threshold_members = sum(len(g) for g in THRESHOLD_GRIDS.values())
-    weights = [0.0] * (1 + threshold_members) + dgs + [0.0]
+    weights = [0.0] * (1 + threshold_members) + dgs + [0.0] * guided_runs
     layout, start = {}, 0
     for method, (_, count) in zip(METHODS, parts):
         layout[method] = slice(start, start + count)
@@ -281,16 +313,19 @@ def comparison_schedule(spec, controller, seed):
 
 
 def run_comparison_trial(spec, controller, data_seed, model_seed=0,
-                         dataset="synthetic"):
+                         dataset="synthetic", guided_runs=1):
     """Train every method of Table 1 on one fresh data set.
 
     Returns:
         A dict method -> {"test", "val", "steps", and for grids the chosen
         parameter}. Grids (S1-S3 thresholds, DGS weights) pick the member
-        with the lowest best validation metric on `task_val`.
+        with the lowest best validation metric on `task_val`. With
+        `guided_runs` > 1, AutoLoss's values are means over its runs.
     """
     split = spec.splits(data_seed, dataset, trial=True)
-    schedule, weights, layout = comparison_schedule(spec, controller, data_seed)
+    schedule, weights, layout = comparison_schedule(
+        spec, controller, data_seed, guided_runs
+    )
     model = spec.make_model(
         len(weights), split.task_train.x.shape[1], task_l1_weights=weights,
         seed=model_seed,
@@ -311,6 +346,11 @@ def run_comparison_trial(spec, controller, data_seed, model_seed=0,
             entry["threshold"] = THRESHOLD_GRIDS[method][index - members.start]
         if method == "DGS":
             entry["lambda"] = float(weights[index])
+        if method == "AutoLoss":
+            entry.update(
+                test=float(test[members].mean()), val=float(val[members].mean()),
+                steps=float(steps[members].mean()),
+            )
         results[method] = entry
     return results
 

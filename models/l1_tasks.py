@@ -25,7 +25,8 @@ class L1TaskModel(ScheduledModel):
 
     Args:
         population: number of copies trained in lockstep. Defaults to 1.
-        l1_scale: weight of the L1 action's loss, `l1_scale * ||theta||_1`.
+        l1_scale: weight of the L1 action's loss, `l1_scale * ||theta||_1`:
+            a float, or one float per member. Defaults to 0.2.
         task_l1_weights: None, a float, or one float per member; added as
             `weight * ||theta||_1` to the task action's loss. Defaults to 0.
         seed: seed of the weight initializers. Defaults to 0.
@@ -37,20 +38,13 @@ class L1TaskModel(ScheduledModel):
     def __init__(self, population=1, l1_scale=0.2, task_l1_weights=None,
                  seed=0, shared_init=True, **kwargs):
         super().__init__(population=population, **kwargs)
-        self.l1_scale = float(l1_scale)
+        self.l1_scale = _member_floats("l1_scale", l1_scale, population)
         self.seed = int(seed)
         self.shared_init = bool(shared_init)
-        weights = np.zeros([population], "float32")
-        if task_l1_weights is not None:
-            weights = np.broadcast_to(
-                np.asarray(task_l1_weights, "float32"), [population]
-            ).copy()
-        if weights.min() < 0:
-            raise ValueError(
-                "`task_l1_weights` must be >= 0. "
-                f"Received: task_l1_weights={task_l1_weights!r}."
-            )
-        self.task_l1_weights_value = [float(w) for w in weights]
+        self.task_l1_weights_value = _member_floats(
+            "task_l1_weights", 0.0 if task_l1_weights is None
+            else task_l1_weights, population,
+        )
         self.add_action("task", self.task_action_loss)
         self.add_action("l1", self.l1_action_loss)
 
@@ -98,7 +92,10 @@ class L1TaskModel(ScheduledModel):
 
     def l1_action_loss(self, data):
         del data
-        return self.l1_scale * self.l1_norm()
+        scales = self.l1_scale
+        if isinstance(scales, list):
+            scales = tf.constant(scales, "float32")
+        return scales * self.l1_norm()
 
     def validation_metric(self, x, y):
         return self.member_loss(x, y)
@@ -111,6 +108,27 @@ class L1TaskModel(ScheduledModel):
             shared_init=self.shared_init,
         )
         return config
+
+
+def _member_floats(name, value, population):
+    """Return `value` as a float, or as one float per member if a list."""
+    if np.ndim(value) == 0:
+        values = [float(value)]
+        result = float(value)
+    else:
+        values = [float(v) for v in np.ravel(value)]
+        if len(values) != population:
+            raise ValueError(
+                f"`{name}` must be one float or one float per member. "
+                f"Received: {len(values)} values for population={population}. "
+                f"Pass a float or a list of {population} floats."
+            )
+        result = values
+    if min(values) < 0:
+        raise ValueError(
+            f"`{name}` must be >= 0. Received: {name}={value!r}."
+        )
+    return result
 
 
 @keras.saving.register_keras_serializable(package="autoloss_models")
