@@ -413,18 +413,26 @@ def study(args, command):
             f"--episodes {episodes} --trials {args.trials}."
         )
     if args.lambdas is not None and args.name != "lambda-robustness":
-        raise UsageError("--lambdas applies to the lambda-robustness study only.")
+        raise UsageError(
+            "--lambdas applies to the lambda-robustness study only. "
+            f"Remove it from `autoloss study {args.name}`.")
     if args.controller is not None and args.name != "transfer-data":
-        raise UsageError("--controller applies to the transfer-data study only.")
+        raise UsageError(
+            "--controller applies to the transfer-data study only. "
+            f"Remove it from `autoloss study {args.name}`.")
     lambdas = args.lambdas or l1_studies.DEFAULT_LAMBDAS[args.task]
     if min(lambdas) <= 0:
-        raise UsageError(f"--lambdas must all be > 0. Received: {lambdas}.")
+        raise UsageError(
+            f"--lambdas must all be > 0. Received: {lambdas}. Pass positive "
+            "weights such as 0.01 0.1 1.")
     _check_json_target(args.json)
     work_dir = args.work_dir or os.path.join(
         "runs", "study", f"{args.name}-{args.task}-seed{args.seed}"
     )
     if os.path.exists(work_dir) and not os.path.isdir(work_dir):
-        raise UsageError(f"--work-dir must be a directory. Received: {work_dir}, a file.")
+        raise UsageError(
+            f"--work-dir must be a directory. Received: {work_dir}, a file. "
+            "Pass a new or existing directory.")
     controller = None
     if args.controller is not None:
         controller = load_task_controller(args.controller, args.task).controller

@@ -158,11 +158,11 @@ class TaskSpec:
     def with_l1_scale(self, l1_scale):
         """Return this spec with the L1 action's weight set to `l1_scale`.
 
-        The two L1 features, the L1 gradient norm (which equals the weight
-        times the share of nonzero parameters) and the L1 loss, grow in
-        proportion to the weight, so their feature scales are multiplied by
-        `l1_scale / self.l1_scale` and reach the controller on the scale
-        they have at the default weight.
+        Two features grow in proportion to the weight: the L1 loss, and the
+        L1 gradient norm, which equals the weight times the share of
+        nonzero parameters. Their feature scales are multiplied by
+        `l1_scale / self.l1_scale`, so they reach the controller on the
+        scale they have at the default weight.
         """
         if not l1_scale > 0:
             raise ValueError(

@@ -15,8 +15,8 @@ Every study trains its controllers with the same REINFORCE setup as
 so a killed study resumes where it stopped. Comparisons use fresh data
 sets (`l1_experiments.trial_seed`) that no controller saw. Each AutoLoss
 value of a trial is the mean over `GUIDED_RUNS` runs that sample their
-actions from the same controller, which removes most of the noise of a
-single sampled schedule; its cost is that of one run.
+actions from the same controller. The mean removes most of the noise of a
+single sampled schedule, and its cost is counted as that of one run.
 
 One task-model batch is one full-batch training step, the unit of every
 cost in these results.
@@ -48,7 +48,8 @@ DEFAULT_LAMBDAS = {
     "regression": (0.01, 0.1, 1.0, 10.0),
     "classification": (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
 }
-# Feature groups of section 4.1; `progress` is always kept.
+# Feature groups of section 4.1 of the AutoLoss paper. The ablation never
+# drops `progress`.
 FEATURE_GROUPS = {
     "gradient_magnitudes": ("grad_norm/task", "grad_norm/l1"),
     "loss_values": ("loss/task", "loss/l1"),
@@ -73,7 +74,7 @@ TRANSFER_SPECS = {
 
 
 class StudyResumeError(ValueError):
-    """A work directory holds a checkpoint made with other settings."""
+    """A work directory contains a checkpoint made with other settings."""
 
 
 def describe_spec(spec):
@@ -187,7 +188,7 @@ def train_controller(spec, directory, episodes, seed, *, mask=None,
     done = trainer.resume()
     if trainer.saved_settings not in (None, trainer.settings):
         raise StudyResumeError(
-            f"{directory} holds a controller checkpoint made with other "
+            f"{directory} contains a controller checkpoint made with other "
             f"settings: {trainer.saved_settings}, but this study needs "
             f"{trainer.settings}. Pass another --work-dir, or delete "
             f"{directory} to start that controller again."
@@ -209,7 +210,7 @@ def train_controller(spec, directory, episodes, seed, *, mask=None,
     expected = -(-len(trainer.history) // EPISODES_PER_BATCH) + 1
     if snapshots and len(saved_snapshots) != expected:
         raise StudyResumeError(
-            f"{snapshot_path} holds {len(saved_snapshots)} controller "
+            f"{snapshot_path} contains {len(saved_snapshots)} controller "
             f"snapshots, but {len(trainer.history)} episodes need {expected}. "
             f"Delete {directory} to train that controller again."
         )
@@ -365,9 +366,9 @@ def _per_lambda(values):
 def budget(spec, trials, seed, episodes, work_dir):
     """Best test metric against task-model batches, DGS vs AutoLoss.
 
-    DGS runs its 50-point grid in a random order per trial; after each run
-    the model it would pick (lowest validation metric so far) gives its
-    test metric. AutoLoss's point after k controller batches is the mean
+    DGS runs its 50-point grid in a random order per trial. After each run,
+    DGS's point is the test metric of the model it would pick then, the one
+    with the lowest validation metric so far. AutoLoss's point after k controller batches is the mean
     test metric of `GUIDED_RUNS` guided runs with the controller as it was
     then, at the cost of the controller's batches so far plus one guided
     run. All guided runs and grid runs of a trial share one population.

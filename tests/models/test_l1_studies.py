@@ -260,7 +260,7 @@ def test_ablation_end_to_end_and_resume(tmp_path, capsys):
     # A rerun resumes every controller from its checkpoint: same result.
     again = _study(tmp_path, "ablation", "regression")
     assert again["variants"] == results["variants"]
-    # Other settings on the same work directory are refused.
+    # Other settings on the same work directory are rejected.
     status = cli.main([
         "study", "ablation", "regression", "--max-steps", "70", "--trials",
         "1", "--episodes", "32", "--seed", "1",
