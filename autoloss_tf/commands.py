@@ -502,6 +502,11 @@ def format_study(results):
             "batches ratio (median AutoLoss / DGS): "
             + ("not reached in most trials" if ratio is None else f"{ratio:.3f}")
         )
+        reused = results["reused_controller_ratio"]
+        lines.append(
+            "with an already trained controller (guided run only): "
+            + ("not reached in most trials" if reused is None else f"{reused:.3f}")
+        )
     elif name == "transfer-data":
         lines.append(f"{'data set':<18}{'without_l1':>12}{'DGS':>10}"
                      f"{'AutoLoss':>10}{'DGS cost':>10}{'AL cost':>9}")

@@ -401,24 +401,27 @@ def budget(spec, trials, seed, episodes, work_dir):
             controller_batches,
         ))
     ratios = [t["batches_ratio"] for t in per_trial]
-    finite = [r for r in ratios if r is not None]
-    median = None
-    if len(finite) * 2 > len(ratios):
-        median = float(np.median([r if r is not None else np.inf for r in ratios]))
+    reused = [t["reused_controller_ratio"] for t in per_trial]
     return {
         "study": "budget",
         "task": spec.name,
         "metric": spec.metric,
         "episodes": episodes,
         "guided_runs_per_trial": GUIDED_RUNS,
-        "batches_ratio": median,
+        "batches_ratio": _median_ratio(ratios),
         "batches_ratio_definition": (
             "median over trials of (AutoLoss batches to reach the trial's "
-            "final DGS test metric) / (DGS batches to reach it); a trial "
+            "final DGS test metric) / (DGS batches to reach it). A trial "
             "where AutoLoss never reaches it counts as infinite, and the "
-            "median is null when more than half never reach it"
+            "median is null when more than half never reach it."
         ),
-        "trials_reached": len(finite),
+        "trials_reached": sum(r is not None for r in ratios),
+        "reused_controller_ratio": _median_ratio(reused),
+        "reused_controller_ratio_definition": (
+            "the same median when the fully trained controller already "
+            "exists (trained on other data sets, as here) and only its "
+            "guided run is counted"
+        ),
         "controller": trained.record(),
         "controller_batches": controller_batches.tolist(),
         "per_trial": per_trial,
@@ -441,7 +444,8 @@ def budget_curves(dgs_test, dgs_val, dgs_steps, order, guided_test,
     Returns:
         A dict with both curves as (batches, metric) lists, DGS's final
         metric, the batches each method needs to reach it (None if never),
-        and their ratio.
+        their ratio, and `reused_controller_ratio`: the last controller's
+        guided batches over DGS's, if that run reaches DGS's final.
     """
     dgs_batches, dgs_curve = [], []
     total, best_val, chosen = 0, np.inf, None
@@ -459,13 +463,24 @@ def budget_curves(dgs_test, dgs_val, dgs_steps, order, guided_test,
     dgs_reach = _first_reach(dgs_batches, dgs_curve, final)
     autoloss_reach = _first_reach(autoloss_batches, autoloss_curve, final)
     ratio = None if autoloss_reach is None else autoloss_reach / dgs_reach
+    reused = None
+    if autoloss_curve[-1] <= final:
+        reused = float(guided_steps[-1]) / dgs_reach
     return {
         "dgs_batches": dgs_batches, "dgs_metric": dgs_curve,
         "autoloss_batches": autoloss_batches, "autoloss_metric": autoloss_curve,
         "dgs_final": final, "dgs_batches_to_final": dgs_reach,
         "autoloss_batches_to_dgs_final": autoloss_reach,
         "batches_ratio": ratio,
+        "reused_controller_ratio": reused,
     }
+
+
+def _median_ratio(ratios):
+    """Median of ratios where None is infinite; None if most are None."""
+    if sum(r is not None for r in ratios) * 2 <= len(ratios):
+        return None
+    return float(np.median([np.inf if r is None else r for r in ratios]))
 
 
 def _first_reach(batches, curve, target):

@@ -89,6 +89,7 @@ def test_budget_curves_by_hand():
     assert curves["autoloss_batches"] == [30, 100, 170]
     assert curves["autoloss_batches_to_dgs_final"] == 170
     assert curves["batches_ratio"] == pytest.approx(170 / 350)
+    assert curves["reused_controller_ratio"] == pytest.approx(50 / 350)
 
 
 def test_budget_curve_follows_validation_not_test():
@@ -103,6 +104,13 @@ def test_budget_curve_follows_validation_not_test():
     assert curves["dgs_batches_to_final"] == 10
     assert curves["autoloss_batches_to_dgs_final"] is None
     assert curves["batches_ratio"] is None
+    assert curves["reused_controller_ratio"] is None
+
+
+def test_median_ratio_counts_unreached_as_infinite():
+    assert l1_studies._median_ratio([0.5, None, 2.0]) == 2.0
+    assert l1_studies._median_ratio([0.5, None, None]) is None
+    assert l1_studies._median_ratio([0.25, 0.75]) == 0.5
 
 
 # Feature masks, per-member L1 weights, lambda scaling ------------------
