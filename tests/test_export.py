@@ -214,6 +214,7 @@ def test_metadata_contents(kind, tmp_path):
         "action_names": ACTION_NAMES,
         "temperature": 2.0,
         "feature_scale": [float(i + 1) for i in range(NUM_FEATURES)],
+        "feature_mask": [1.0] * NUM_FEATURES,
         "training": TRAINING,
     }
     if kind == "mlp":
