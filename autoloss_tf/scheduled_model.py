@@ -686,7 +686,7 @@ class ScheduledModel(keras.Model):
             "loss": self._loss_tracker.result(),
             # -1 marks a skipped step, whose sampled index may be invalid.
             "action": tf.where(applied[0], actions[0], -1),
-            "skipped_steps": state.skipped.value,
+            "skipped_steps": tf.convert_to_tensor(state.skipped),
         }
         # Every returned tensor costs host work per call, so the per-action
         # feature values stay in `feature_tracker` instead of the logs.
