@@ -38,6 +38,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=["autoloss_tf", "autoloss_models"],
     package_dir={"autoloss_tf": "autoloss_tf", "autoloss_models": "models"},
+    # The digit classifier for the Inception Score and its training record.
+    package_data={"autoloss_models": ["weights/*.keras", "weights/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": ["autoloss=autoloss_tf.cli:main"]},
