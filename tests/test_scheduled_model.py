@@ -121,6 +121,26 @@ def test_train_step_traced_once(kind, make_regressor, regression_data):
     assert int(model.training_state.step) == 15
 
 
+def test_eager_fit_matches_compiled(make_regressor, regression_data):
+    x, y = regression_data
+    histories, weights = [], []
+    for run_eagerly in (True, False):
+        model = make_regressor(with_l1=True)
+        model.compile(optimizer=keras.optimizers.SGD(0.01),
+                      schedule=CyclicSchedule(["mse", "l1"]),
+                      run_eagerly=run_eagerly)
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False,
+                            verbose=0)
+        histories.append(history.history)
+        weights.append(_numpy_values(model.weights))
+
+    eager, compiled = histories
+    assert eager["skipped_steps"] == compiled["skipped_steps"] == [0, 0]
+    np.testing.assert_allclose(eager["loss"], compiled["loss"], rtol=1e-6)
+    for eager_value, compiled_value in zip(*weights):
+        np.testing.assert_allclose(eager_value, compiled_value, rtol=1e-6)
+
+
 # Variable groups and optimizers.
 
 
