@@ -93,14 +93,15 @@ def build_parser():
                        help="lambda-robustness (regression, classification), "
                             "budget (regression), transfer-data "
                             "(classification), ablation (regression)")
-    study.add_argument("task", choices=L1_TASKS)
+    study.add_argument("task", choices=L1_TASKS,
+                       help="the L1 task the study runs on")
     study.add_argument("--trials", type=int, default=10,
                        help="fresh comparison data sets (default 10)")
     study.add_argument("--seed", type=int, default=0,
                        help="seed of controllers and trial data (default 0)")
     study.add_argument("--episodes", type=int, default=None,
-                       help="episodes per controller (default 320 for "
-                            "regression, 400 for classification)")
+                       help="episodes per controller, at least 2 (default "
+                            "320 for regression, 400 for classification)")
     study.add_argument("--json", default=None,
                        help="write results to this JSON file")
     study.add_argument("--work-dir", default=None,
@@ -115,12 +116,15 @@ def build_parser():
                        help="transfer-data: use this exported classification "
                             "controller instead of training one")
     study.add_argument("--max-steps", type=int, default=None,
-                       help="step limit of each task-model run (default: "
-                            "the task's)")
+                       help="step limit of each task-model run, in "
+                            "controller training and in the trials (default: "
+                            "the task's, 20000 for regression, 2000 for "
+                            "classification)")
     study.set_defaults(dataset="synthetic")
 
     plot = commands.add_parser("plot", help="draw PNG plots of a results file")
-    plot.add_argument("file", help="a compare JSON or a controller history.json")
+    plot.add_argument("file", help="a compare or study JSON, or a controller "
+                                   "history.json")
     plot.add_argument("--out", default=None,
                       help="PNG path (default: FILE with .png)")
     return parser
@@ -165,6 +169,13 @@ def main(argv=None):
     except commands.COMMAND_ERRORS as error:
         print(f"autoloss: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\nautoloss: interrupted. Controller training keeps its last "
+            "checkpoint: rerun the same command to resume (train-controller "
+            "needs --resume).", file=sys.stderr,
+        )
+        return 130
     return 0
 
 

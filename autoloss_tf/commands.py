@@ -406,11 +406,19 @@ def study(args, command):
             f"{allowed[0]}`."
         )
     spec = task_spec(args)
-    episodes = args.episodes or STUDY_EPISODES[args.task]
-    if episodes < 2 or args.trials < 1:
+    episodes = STUDY_EPISODES[args.task] if args.episodes is None else args.episodes
+    if episodes < 2:
         raise UsageError(
-            "--episodes must be >= 2 and --trials >= 1. Received: "
-            f"--episodes {episodes} --trials {args.trials}."
+            f"--episodes must be >= 2. Received: {episodes}. Pass 2 or more; "
+            "a batch of controller training has up to 16 episodes."
+        )
+    if args.trials < 1:
+        raise UsageError(
+            f"--trials must be >= 1. Received: {args.trials}. Pass 1 or more."
+        )
+    if args.seed < 0:
+        raise UsageError(
+            f"--seed must be >= 0. Received: {args.seed}. Pass 0 or more."
         )
     if args.lambdas is not None and args.name != "lambda-robustness":
         raise UsageError(
@@ -421,11 +429,11 @@ def study(args, command):
             "--controller applies to the transfer-data study only. "
             f"Remove it from `autoloss study {args.name}`.")
     lambdas = args.lambdas or l1_studies.DEFAULT_LAMBDAS[args.task]
-    if min(lambdas) <= 0:
-        raise UsageError(
-            f"--lambdas must all be > 0. Received: {lambdas}. Pass positive "
-            "weights such as 0.01 0.1 1.")
+    _check_lambdas(lambdas)
     _check_json_target(args.json)
+    if args.json:
+        _check_writable_directory(
+            os.path.dirname(os.path.abspath(args.json)), "--json")
     work_dir = args.work_dir or os.path.join(
         "runs", "study", f"{args.name}-{args.task}-seed{args.seed}"
     )
@@ -433,9 +441,13 @@ def study(args, command):
         raise UsageError(
             f"--work-dir must be a directory. Received: {work_dir}, a file. "
             "Pass a new or existing directory.")
+    loaded = None
     controller = None
     if args.controller is not None:
-        controller = load_task_controller(args.controller, args.task).controller
+        loaded = load_task_controller(args.controller, args.task)
+        controller = loaded.controller
+    else:
+        _check_writable_directory(work_dir, "--work-dir")
     tf.config.experimental.enable_op_determinism()
     started = time.time()
     try:
@@ -449,8 +461,15 @@ def study(args, command):
             results = l1_studies.transfer_data(
                 spec, args.trials, args.seed, episodes, work_dir,
                 controller=controller)
-            if controller is not None:
-                results["controller"] = {"directory": args.controller}
+            if loaded is not None:
+                # A given controller has its own training record; this
+                # study trained nothing and did not read --episodes.
+                results.update(
+                    episodes=None, source_spec=None,
+                    controller={"directory": args.controller,
+                                "training": loaded.metadata.get("training", {})},
+                )
+                work_dir = None
         else:
             results = l1_studies.ablation(
                 spec, args.trials, args.seed, episodes, work_dir)
@@ -463,6 +482,8 @@ def study(args, command):
         "elapsed_seconds": round(time.time() - started, 1),
     })
     print(format_study(results))
+    if work_dir is not None:
+        print(f"Controller checkpoints are in {work_dir}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -471,13 +492,55 @@ def study(args, command):
     return results
 
 
+def _check_lambdas(lambdas):
+    import math
+
+    from autoloss_models import l1_studies
+
+    if not all(math.isfinite(v) and v > 0 for v in lambdas):
+        raise UsageError(
+            f"--lambdas must all be finite and > 0. Received: {lambdas}. "
+            "Pass positive weights such as 0.01 0.1 1."
+        )
+    directories = [l1_studies.lambda_directory("", v) for v in lambdas]
+    if len(set(directories)) != len(directories):
+        raise UsageError(
+            f"--lambdas must differ in their first 6 significant digits, "
+            f"because each names a controller directory. Received: {lambdas}. "
+            "Remove the repeated values."
+        )
+
+
+def _check_writable_directory(directory, option):
+    """Create `directory` if needed and check that files can be written."""
+    import tempfile
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"{option}: cannot write to {directory} ({error.strerror}). "
+            "Pass a path in a writable directory."
+        ) from error
+
+
+def _plural(count, word):
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def format_study(results):
     """Return a text table of a study's results dictionary."""
     name = results["study"]
+    trained = (
+        "given controller" if results["episodes"] is None
+        else f"{results['episodes']} episodes per controller"
+    )
     lines = [
         f"{name} {results['task']}: test {results['metric']}, "
-        f"{results['trials']} trials, seed {results['seed']}, "
-        f"{results['episodes']} episodes per controller"
+        f"{_plural(results['trials'], 'trial')}, seed {results['seed']}, "
+        f"{trained}"
     ]
     if name == "lambda-robustness":
         lines.append(f"{'lambda':>10}{'combined':>12}{'AutoLoss':>12}")
@@ -500,12 +563,14 @@ def format_study(results):
         ratio = results["batches_ratio"]
         lines.append(
             "batches ratio (median AutoLoss / DGS): "
-            + ("not reached in most trials" if ratio is None else f"{ratio:.3f}")
+            + ("not reached in half of the trials or more" if ratio is None
+               else f"{ratio:.3f}")
         )
         reused = results["reused_controller_ratio"]
         lines.append(
             "with an already trained controller (guided run only): "
-            + ("not reached in most trials" if reused is None else f"{reused:.3f}")
+            + ("not reached in half of the trials or more" if reused is None
+               else f"{reused:.3f}")
         )
     elif name == "transfer-data":
         lines.append(f"{'data set':<18}{'without_l1':>12}{'DGS':>10}"
@@ -550,7 +615,9 @@ def plot(args):
         plots.plot_controller_history(content, out)
     else:
         raise UsageError(
-            f"{args.file} is neither a compare result (no 'methods' key) nor "
-            "a controller history (no 'episodes' key)."
+            f"{args.file} is not a compare result (no 'methods' key), a "
+            "study result (no 'study' key) or a controller history (no "
+            "'episodes' key). Pass a JSON written by `autoloss compare`, "
+            "`autoloss study` or `autoloss train-controller`."
         )
     print(f"Plot written to {out}")

@@ -68,9 +68,10 @@ def plot_study(results, path):
     }
     figure, axis = plt.subplots(figsize=(7, 4))
     drawers[results["study"]](results, axis)
+    trials = results["trials"]
     axis.set_title(
-        f"{results['study']} {results['task']}: {results['trials']} trials, "
-        f"seed {results['seed']}"
+        f"{results['study']} {results['task']}: {trials} "
+        f"trial{'' if trials == 1 else 's'}, seed {results['seed']}"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -151,4 +152,4 @@ def _plot_ablation(results, axis):
     axis.set_xticks(range(len(names)), [f"drop {n}" for n in names],
                     rotation=15)
     axis.set_ylabel(f"test {results['metric']}")
-    axis.legend()
+    axis.legend(loc="lower right")

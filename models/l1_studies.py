@@ -23,6 +23,7 @@ cost in these results.
 """
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -129,72 +130,107 @@ class TrainedController:
         }
 
 
-def train_controller(spec, directory, episodes, seed, *, mask=None,
-                     data_sets=None, learning_rate=None, snapshots=False,
-                     label="controller"):
-    """Train (or resume) one controller by REINFORCE under `directory`.
+@dataclasses.dataclass
+class ControllerJob:
+    """One controller that a study trains.
+
+    Attributes:
+        spec: the task's `TaskSpec`; its L1 weight and data specification
+            apply.
+        directory: checkpoint directory. A checkpoint made with the same
+            settings is resumed.
+        mask: optional controller feature mask.
+        snapshots: if True, keep the controller weights after every batch
+            (on disk, so they survive a resume), starting with the untrained
+            weights.
+        label: progress-bar label.
+    """
+
+    spec: object
+    directory: str
+    mask: list = None
+    snapshots: bool = False
+    label: str = "controller"
+
+    def settings(self, episodes, seed):
+        """Return the settings a resumed checkpoint must share."""
+        spec = self.spec
+        return {
+            "task": spec.name, "seed": seed, "episodes": episodes,
+            "episodes_per_batch": EPISODES_PER_BATCH,
+            "data_sets": spec.controller_data_sets,
+            "learning_rate": spec.controller_learning_rate,
+            "l1_scale": spec.l1_scale, "max_steps": spec.max_steps,
+            "feature_mask": experiments.make_controller(
+                spec, feature_mask=self.mask).feature_mask,
+            "data_spec": None if spec.data_spec is None
+            else dataclasses.asdict(spec.data_spec),
+        }
+
+
+def check_checkpoints(jobs, episodes, seed):
+    """Raise `StudyResumeError` if a job's checkpoint has other settings.
+
+    Studies call it for all their controllers before training any, so a
+    mismatch stops the study before work is done.
+    """
+    for job in jobs:
+        path = os.path.join(job.directory, "history.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            saved = json.load(f).get("settings") or {}
+        wanted = job.settings(episodes, seed)
+        changed = {
+            key: (saved.get(key), value) for key, value in wanted.items()
+            if saved.get(key) != value
+        }
+        if changed:
+            raise StudyResumeError(
+                f"{job.directory} contains a controller checkpoint made with "
+                f"other settings. Changed (checkpoint, now): {changed}. "
+                "Rerun with the checkpoint's settings, pass another "
+                f"--work-dir, or delete {job.directory}."
+            )
+
+
+def train_controller(job, episodes, seed):
+    """Train (or resume) one controller by REINFORCE under `job.directory`.
 
     The setup is that of `autoloss train-controller`: batches of 16
     episodes from shared initial weights, the batch baseline, and the
-    controller partitions of `data_sets` synthetic data sets.
-
-    Args:
-        spec: the task's `TaskSpec` (its L1 weight and data specification
-            apply).
-        directory: checkpoint directory; an existing checkpoint made with
-            the same settings is resumed.
-        episodes: total episodes.
-        seed: seed of the controller weights, data and sampling.
-        mask: optional controller feature mask.
-        data_sets: number of controller data sets (default: the spec's).
-        learning_rate: controller learning rate (default: the spec's).
-        snapshots: if True, keep the controller weights after every batch
-            (on disk, so they survive a resume) in `.snapshots`, starting
-            with the untrained weights.
-        label: progress-bar label.
+    controller partitions of the spec's number of synthetic data sets.
 
     Returns:
         A `TrainedController`.
     """
-    data_sets = data_sets or spec.controller_data_sets
-    learning_rate = learning_rate or spec.controller_learning_rate
+    check_checkpoints([job], episodes, seed)
+    spec = job.spec
     keras.utils.set_random_seed(seed)
-    controller = experiments.make_controller(spec, seed=seed, feature_mask=mask)
+    controller = experiments.make_controller(
+        spec, seed=seed, feature_mask=job.mask
+    )
     updater = training.ReinforceUpdater(
-        controller, learning_rate=learning_rate,
+        controller, learning_rate=spec.controller_learning_rate,
         baseline_decay=spec.baseline_decay, advantage_clip=spec.advantage_clip,
     )
     splits = [
         spec.splits(experiments.controller_data_seed(seed, index))
-        for index in range(data_sets)
+        for index in range(spec.controller_data_sets)
     ]
     trainer = training.EpisodicTrainer(
         updater,
         experiments.controller_batch_runner(spec, controller, splits, seed),
-        directory, episodes_per_batch=EPISODES_PER_BATCH, baseline="batch",
+        job.directory, episodes_per_batch=EPISODES_PER_BATCH, baseline="batch",
     )
-    trainer.settings = {
-        "task": spec.name, "seed": seed, "episodes_per_batch":
-        EPISODES_PER_BATCH, "data_sets": data_sets, "learning_rate":
-        learning_rate, "l1_scale": spec.l1_scale, "max_steps": spec.max_steps,
-        "feature_mask": list(controller.feature_mask),
-        "data_spec": None if spec.data_spec is None
-        else dataclasses.asdict(spec.data_spec),
-    }
-    snapshot_path = os.path.join(directory, "snapshots.npz")
-    saved_snapshots = _load_snapshots(snapshot_path) if snapshots else []
-    if snapshots and not saved_snapshots:
+    trainer.settings = job.settings(episodes, seed)
+    snapshot_path = os.path.join(job.directory, "snapshots.npz")
+    saved_snapshots = _load_snapshots(snapshot_path) if job.snapshots else []
+    if job.snapshots and not saved_snapshots:
         saved_snapshots = [controller.get_weights()]
     done = trainer.resume()
-    if trainer.saved_settings not in (None, trainer.settings):
-        raise StudyResumeError(
-            f"{directory} contains a controller checkpoint made with other "
-            f"settings: {trainer.saved_settings}, but this study needs "
-            f"{trainer.settings}. Pass another --work-dir, or delete "
-            f"{directory} to start that controller again."
-        )
     bar = tqdm(total=episodes, initial=min(done, episodes), unit="episode",
-               desc=label, leave=False)
+               desc=job.label, leave=False)
     try:
         batch_end = (done // EPISODES_PER_BATCH + 1) * EPISODES_PER_BATCH
         while len(trainer.history) < episodes:
@@ -202,22 +238,28 @@ def train_controller(spec, directory, episodes, seed, *, mask=None,
             trainer.train(min(batch_end, episodes))
             bar.update(len(trainer.history) - before)
             batch_end += EPISODES_PER_BATCH
-            if snapshots:
+            if job.snapshots:
                 saved_snapshots.append(controller.get_weights())
                 _save_snapshots(snapshot_path, saved_snapshots)
     finally:
         bar.close()
     expected = -(-len(trainer.history) // EPISODES_PER_BATCH) + 1
-    if snapshots and len(saved_snapshots) != expected:
+    if job.snapshots and len(saved_snapshots) != expected:
         raise StudyResumeError(
             f"{snapshot_path} contains {len(saved_snapshots)} controller "
             f"snapshots, but {len(trainer.history)} episodes need {expected}. "
-            f"Delete {directory} to train that controller again."
+            f"Delete {job.directory} to train that controller again."
         )
     return TrainedController(
-        controller, trainer.history, directory,
-        saved_snapshots if snapshots else None,
+        controller, trainer.history, job.directory,
+        saved_snapshots if job.snapshots else None,
     )
+
+
+def train_controllers(jobs, episodes, seed):
+    """Check every job's checkpoint, then train the jobs in order."""
+    check_checkpoints(jobs, episodes, seed)
+    return [train_controller(job, episodes, seed) for job in jobs]
 
 
 def _load_snapshots(path):
@@ -304,13 +346,14 @@ def lambda_robustness(spec, lambdas, trials, seed, episodes, work_dir):
     controller, and reports test metrics.
     """
     lambdas = [float(v) for v in lambdas]
-    trained = []
-    for value in lambdas:
-        trained.append(train_controller(
-            spec.with_l1_scale(value),
-            os.path.join(work_dir, f"lambda_{value:g}"), episodes, seed,
+    jobs = [
+        ControllerJob(
+            spec.with_l1_scale(value), lambda_directory(work_dir, value),
             label=f"controller lambda={value:g}",
-        ))
+        )
+        for value in lambdas
+    ]
+    trained = train_controllers(jobs, episodes, seed)
     count = len(lambdas)
     combined = np.zeros([trials, count])
     autoloss = np.zeros([trials, count])
@@ -353,6 +396,11 @@ def lambda_robustness(spec, lambdas, trials, seed, episodes, work_dir):
     }
 
 
+def lambda_directory(work_dir, value):
+    """Return the checkpoint directory of the controller for `value`."""
+    return os.path.join(work_dir, f"lambda_{value:g}")
+
+
 def _per_lambda(values):
     return {
         "mean": values.mean(axis=0).tolist(),
@@ -374,8 +422,9 @@ def budget(spec, trials, seed, episodes, work_dir):
     run. All guided runs and grid runs of a trial share one population.
     """
     trained = train_controller(
-        spec, os.path.join(work_dir, "controller"), episodes, seed,
-        snapshots=True, label="controller",
+        ControllerJob(spec, os.path.join(work_dir, "controller"),
+                      snapshots=True),
+        episodes, seed,
     )
     controllers = [_clone(trained.controller, w) for w in trained.snapshots]
     episode_steps = np.asarray([e["steps"] for e in trained.history])
@@ -477,7 +526,7 @@ def budget_curves(dgs_test, dgs_val, dgs_steps, order, guided_test,
 
 
 def _median_ratio(ratios):
-    """Median of ratios where None is infinite; None if most are None."""
+    """Median of ratios where None is infinite; None if half or more are."""
     if sum(r is not None for r in ratios) * 2 <= len(ratios):
         return None
     return float(np.median([np.inf if r is None else r for r in ratios]))
@@ -503,8 +552,8 @@ def transfer_data(spec, trials, seed, episodes, work_dir, controller=None):
     record = None
     if controller is None:
         trained = train_controller(
-            source, os.path.join(work_dir, "controller"), episodes, seed,
-            label="controller",
+            ControllerJob(source, os.path.join(work_dir, "controller")),
+            episodes, seed,
         )
         controller, record = trained.controller, trained.record()
     data_sets = {}
@@ -557,12 +606,14 @@ def ablation(spec, trials, seed, episodes, work_dir):
     the same population for reference.
     """
     variants = {"none": None, **{g: g for g in FEATURE_GROUPS}}
-    trained = {}
-    for name, group in variants.items():
-        trained[name] = train_controller(
-            spec, os.path.join(work_dir, f"drop_{name}"), episodes, seed,
+    jobs = [
+        ControllerJob(
+            spec, os.path.join(work_dir, f"drop_{name}"),
             mask=feature_mask(group), label=f"controller drop {name}",
         )
+        for name, group in variants.items()
+    ]
+    trained = dict(zip(variants, train_controllers(jobs, episodes, seed)))
     grid = spec.dgs_weights()
     values = {name: [] for name in variants}
     dgs = []

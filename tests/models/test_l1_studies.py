@@ -244,6 +244,16 @@ def test_budget_end_to_end(tmp_path):
     assert controller_batches[-1] == results["controller"]["task_model_batches"]
     assert np.all(np.diff(trial["dgs_batches"]) > 0)
     _check_plot(tmp_path, tmp_path / "budget.json")
+    # More episodes on the same work directory are rejected before any
+    # training, so the snapshots stay as they were.
+    snapshots = tmp_path / "budget" / "controller" / "snapshots.npz"
+    before = snapshots.read_bytes()
+    status = cli.main([
+        "study", "budget", "regression", "--max-steps", "60", "--trials", "1",
+        "--episodes", "48", "--seed", "1", "--work-dir", str(tmp_path / "budget"),
+    ])
+    assert status == 2
+    assert snapshots.read_bytes() == before
 
 
 def test_transfer_data_end_to_end(tmp_path):
@@ -276,6 +286,69 @@ def test_ablation_end_to_end_and_resume(tmp_path, capsys):
     ])
     assert status == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_checkpoints_checked_before_training(tmp_path):
+    spec = dataclasses.replace(l1_experiments.REGRESSION, max_steps=20)
+    first = l1_studies.ControllerJob(spec, str(tmp_path / "a"))
+    second = l1_studies.ControllerJob(spec, str(tmp_path / "b"))
+    os.makedirs(second.directory)
+    settings = second.settings(episodes=32, seed=0)
+    with open(os.path.join(second.directory, "history.json"), "w") as f:
+        json.dump({"settings": {**settings, "episodes": 48}}, f)
+    with pytest.raises(l1_studies.StudyResumeError, match="'episodes': \\(48, 32\\)"):
+        l1_studies.train_controllers([first, second], episodes=32, seed=0)
+    assert not os.path.exists(first.directory)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["budget", "regression", "--episodes", "0"], "--episodes must be >= 2"),
+    (["budget", "regression", "--trials", "0"], "--trials must be >= 1"),
+    (["budget", "regression", "--seed", "-1"], "--seed must be >= 0"),
+    (["lambda-robustness", "regression", "--lambdas", "nan"], "finite and > 0"),
+    (["lambda-robustness", "regression", "--lambdas", "inf"], "finite and > 0"),
+    (["lambda-robustness", "regression", "--lambdas", "0.1", "-1"],
+     "finite and > 0"),
+    (["lambda-robustness", "regression", "--lambdas", "1", "1.0000001"],
+     "first 6 significant digits"),
+])
+def test_bad_study_values_rejected(arguments, message, tmp_path, capsys):
+    status = cli.main(["study", *arguments, "--work-dir", str(tmp_path / "w")])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_unwritable_paths_rejected_first(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    status = cli.main(["study", "budget", "regression",
+                       "--json", str(blocker / "out.json"),
+                       "--work-dir", str(tmp_path / "w")])
+    assert status == 2
+    assert "--json: cannot write" in capsys.readouterr().err
+    status = cli.main(["study", "budget", "regression",
+                       "--work-dir", str(blocker / "w")])
+    assert status == 2
+    assert "--work-dir: cannot write" in capsys.readouterr().err
+
+
+def test_transfer_with_given_controller(tmp_path):
+    out = tmp_path / "given.json"
+    directory = os.path.join(os.path.dirname(cli.DEFAULT_CONTROLLERS),
+                             "saved_controllers", "classification")
+    status = cli.main([
+        "study", "transfer-data", "classification", "--max-steps", "30",
+        "--trials", "1", "--controller", directory, "--json", str(out),
+        "--work-dir", str(tmp_path / "unused"),
+    ])
+    assert status == 0
+    results = json.loads(out.read_text())
+    assert results["episodes"] is None
+    assert results["work_dir"] is None
+    assert results["controller"]["directory"] == directory
+    assert results["controller"]["training"]["task"] == "classification"
+    assert not os.path.exists(tmp_path / "unused")
 
 
 def test_study_on_wrong_task_is_usage_error(tmp_path, capsys):
