@@ -557,7 +557,9 @@ class OnlineControllerTrainer:
         history: one dict per segment: run, step, IS, reward, baseline,
             advantage, entropy, p_generator, collapsed.
         runs: list of finished runs' curves and final IS.
-        saved_settings: the settings stored in a resumed checkpoint.
+        saved_settings: the settings dict of the checkpoint that `resume`
+            read, or None.
+        saved_seed: the seed of that checkpoint, or None.
     """
 
     def __init__(self, settings, directory, images, classifier, seed=0,
@@ -584,12 +586,19 @@ class OnlineControllerTrainer:
         self.history = []
         self.runs = []
         self.saved_settings = None
+        self.saved_seed = None
         self._run = None
         self._run_index = 0
 
     @property
     def checkpoint_path(self):
         return os.path.join(self.directory, CHECKPOINT_FILE)
+
+    @property
+    def updates_done(self):
+        """GAN updates trained so far, over all runs."""
+        current = 0 if self._run is None else self._run.step
+        return len(self.runs) * self.settings.total_updates + current
 
     @property
     def history_path(self):
@@ -741,8 +750,10 @@ class OnlineControllerTrainer:
     def resume(self):
         """Load the checkpoint if there is one; return segments done.
 
-        `saved_settings` is set to the checkpoint's settings. An
-        unfinished GAN run continues from its last segment boundary.
+        `saved_settings` and `saved_seed` are set from the checkpoint. If
+        either differs from this trainer's, nothing else is loaded, so the
+        caller can report the difference. An unfinished GAN run continues
+        from its last segment boundary.
         """
         if not os.path.exists(self.checkpoint_path):
             return 0
@@ -750,7 +761,9 @@ class OnlineControllerTrainer:
             arrays = {key: stored[key] for key in stored.files}
         state = json.loads(str(arrays.pop("state_json")))
         self.saved_settings = state["settings"]
-        if self.saved_settings != self.settings.to_dict():
+        self.saved_seed = state["seed"]
+        if (self.saved_settings != self.settings.to_dict()
+                or self.saved_seed != self.seed):
             return len(state["history"])
         self.updater.load_state_arrays(arrays)
         self.updater.baseline.value = state["baseline"]
