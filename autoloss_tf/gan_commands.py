@@ -114,21 +114,9 @@ def train_controller(args, command):
     experiments = _experiments()
     settings = gan_settings(args)
     runs = DEFAULT_RUNS if args.runs is None else args.runs
-    if runs < 1:
-        raise UsageError(f"--runs must be >= 1. Received: --runs {runs}.")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(
-            f"--out must be a directory. Received: {args.out}, a file."
-        )
     state_dir = os.path.join(args.out, "training")
-    has_checkpoint = os.path.exists(
-        os.path.join(state_dir, experiments.CHECKPOINT_FILE)
-    )
-    if has_checkpoint and not args.resume:
-        raise UsageError(
-            f"{args.out} already contains a controller-training checkpoint. "
-            "Pass --resume to continue it, or choose another --out."
-        )
+    _check_training_target(args, runs, state_dir)
+
     experiments.set_determinism(args.seed)
     images, classifier = load_data()
     trainer = experiments.OnlineControllerTrainer(
@@ -137,6 +125,7 @@ def train_controller(args, command):
     if args.resume:
         _resume(trainer, args)
     _train_with_progress(trainer, runs, settings)
+
     info = _export(trainer, args, command, runs)
     print(
         f"Trained {info['runs']} GAN runs ({info['segments']} segments). "
@@ -144,6 +133,21 @@ def train_controller(args, command):
         f"Controller written to {args.out}"
     )
     return info
+
+
+def _check_training_target(args, runs, state_dir):
+    if runs < 1:
+        raise UsageError(f"--runs must be >= 1. Received: --runs {runs}.")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(
+            f"--out must be a directory. Received: {args.out}, a file."
+        )
+    checkpoint = os.path.join(state_dir, _experiments().CHECKPOINT_FILE)
+    if os.path.exists(checkpoint) and not args.resume:
+        raise UsageError(
+            f"{args.out} already contains a controller-training checkpoint. "
+            "Pass --resume to continue it, or choose another --out."
+        )
 
 
 def _resume(trainer, args):
@@ -260,6 +264,7 @@ def compare(args, command):
     loaded = None
     if args.controller is not None:
         loaded = load_gan_controller(args.controller)
+
     experiments.set_determinism(args.seed)
     images, classifier = load_data()
     methods = experiments.comparison_methods(settings, loaded is not None)
@@ -273,6 +278,7 @@ def compare(args, command):
             settings, None if loaded is None else loaded.controller,
             images, classifier, trials, seed=args.seed, progress=bar.update,
         )
+
     results = summarize(methods_results, settings, args, command, loaded,
                         trials, time.time() - started)
     print(format_table(results))
@@ -317,7 +323,7 @@ def write_results(results, methods_results, path):
     """Write the JSON and, next to it, the generated samples per method.
 
     The samples go to `<json stem>_samples.npz`, one array per method
-    (images of trial 0's final generator, in [-1, 1]); the JSON stores the
+    (images of trial 0's final generator, in [-1, 1]). The JSON stores the
     file name under `samples_file`.
     """
     directory = os.path.dirname(os.path.abspath(path))

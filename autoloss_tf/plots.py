@@ -191,7 +191,7 @@ def plot_gan_probabilities(results, path):
     """Draw each method's probability of a G and a D update over training.
 
     For a learned schedule the probability is the controller's, averaged
-    over the updates before each point; for a fixed ratio it is the
+    over the updates before each point. For a fixed ratio it is the
     pattern's share of G updates.
     """
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
@@ -222,7 +222,7 @@ def plot_sample_grids(samples, path, columns=8):
 
     Args:
         samples: dict method -> images [N, height, width, channels] in
-            [-1, 1]; up to `columns * columns` images of each are drawn.
+            [-1, 1]. Up to `columns * columns` images of each are drawn.
         path: PNG path.
         columns: images per grid row. Defaults to 8.
     """

