@@ -7,6 +7,8 @@ Examples:
     autoloss guide regression --controller saved_controllers/regression --seed 3
     autoloss study budget regression --trials 10 --json budget.json
     autoloss plot benchmarks/results/regression.json
+    autoloss train-controller gan --out runs/gan --runs 5
+    autoloss compare gan --trials 3 --controller runs/gan --json gan.json
 """
 
 import argparse
@@ -20,6 +22,11 @@ DEFAULT_CONTROLLERS = os.path.join(
     "saved_controllers",
 )
 L1_TASKS = ("regression", "classification")
+GAN_TASK = "gan"
+TASKS = L1_TASKS + (GAN_TASK,)
+# Sub-commands whose first argument is a task of TASKS.
+TASK_COMMANDS = ("train-controller", "guide", "compare")
+L1_COMPARE_TRIALS, GAN_COMPARE_TRIALS = 10, 3
 STUDIES = ("lambda-robustness", "budget", "transfer-data", "ablation")
 
 
@@ -62,6 +69,9 @@ def build_parser():
     train.add_argument("--controller-kind", default="mlp",
                        choices=("mlp", "linear"),
                        help="controller network (default mlp)")
+    train.add_argument("--runs", type=int, default=None,
+                       help="gan only: total GAN runs the controller trains "
+                            "along with, counting resumed ones (default 5)")
 
     guide = commands.add_parser(
         "guide", help="train one new task model on fresh data under a controller"
@@ -79,8 +89,10 @@ def build_parser():
     _add_task_arguments(compare, seed_help="seed of the trial data sets "
                         "(default 0)")
     _add_controller_argument(compare)
-    compare.add_argument("--trials", type=int, default=10,
-                         help="fresh data sets (default 10)")
+    compare.add_argument("--trials", type=int, default=None,
+                         help="fresh data sets, or GAN runs per method for "
+                              f"gan (default {L1_COMPARE_TRIALS}, "
+                              f"{GAN_COMPARE_TRIALS} for gan)")
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
 
@@ -125,13 +137,17 @@ def build_parser():
     plot = commands.add_parser("plot", help="draw PNG plots of a results file")
     plot.add_argument("file", help="a compare or study JSON, or a controller "
                                    "history.json")
+    parser.subcommands = {
+        "train-controller": train, "guide": guide, "compare": compare,
+        "study": study, "plot": plot,
+    }
     plot.add_argument("--out", default=None,
                       help="PNG path (default: FILE with .png)")
     return parser
 
 
 def _add_task_arguments(parser, seed_help):
-    parser.add_argument("task", choices=L1_TASKS)
+    parser.add_argument("task", choices=TASKS)
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--dataset", default="synthetic",
                         choices=("synthetic", "breast_cancer"),
@@ -139,24 +155,43 @@ def _add_task_arguments(parser, seed_help):
     parser.add_argument("--max-steps", type=int, default=None,
                         help="step limit of each task-model run (default: "
                              "the task's, 20000 for regression, 2000 for "
-                             "classification)")
+                             "classification); for gan, the updates per GAN "
+                             "run, a multiple of the segment length "
+                             "(default 3000 quick, 20000 full)")
+    parser.add_argument("--mode", default=None, choices=("quick", "full"),
+                        help="gan only: quick (3000 updates, kernel 3, for "
+                             "CPUs) or full (the paper's settings, for a "
+                             "GPU) (default quick)")
 
 
 def _add_controller_argument(parser):
     parser.add_argument("--controller", default=None,
                         help="exported controller directory (default: the "
-                             "shipped one for the task)")
+                             "shipped one for the L1 task; gan has none, so "
+                             "compare gan without it runs the fixed ratios "
+                             "only)")
 
 
 def main(argv=None):
     """Run the `autoloss` command; return its exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     command = "autoloss " + " ".join(argv)
     from autoloss_tf import commands
+    from autoloss_tf import gan_commands
 
+    task = getattr(args, "task", None) if args.command in TASK_COMMANDS else None
+    if args.command == "compare" and args.trials is None:
+        args.trials = (
+            GAN_COMPARE_TRIALS if task == GAN_TASK else L1_COMPARE_TRIALS
+        )
     try:
-        if args.command == "train-controller":
+        if task is not None:
+            gan_commands.check_options(task, _explicit_options(parser, args))
+        if task == GAN_TASK:
+            _run_gan_command(args, command, gan_commands)
+        elif args.command == "train-controller":
             commands.train_controller(args, command)
         elif args.command == "guide":
             commands.guide(args)
@@ -177,6 +212,25 @@ def main(argv=None):
         )
         return 130
     return 0
+
+
+def _explicit_options(parser, args):
+    """Return the option names whose values differ from their defaults."""
+    subparser = parser.subcommands[args.command]
+    return {
+        name for name, value in vars(args).items()
+        if name not in ("command", "task")
+        and value != subparser.get_default(name)
+    }
+
+
+def _run_gan_command(args, command, gan_commands):
+    if args.command == "train-controller":
+        gan_commands.train_controller(args, command)
+    elif args.command == "guide":
+        gan_commands.guide(args)
+    else:
+        gan_commands.compare(args, command)
 
 
 if __name__ == "__main__":

@@ -607,6 +607,12 @@ def plot(args):
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
     out = args.out or os.path.splitext(args.file)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if _is_gan_result(content):
+        from autoloss_tf import gan_commands
+
+        for path in gan_commands.plot(content, args.file, out):
+            print(f"Plot written to {path}")
+        return
     if "study" in content:
         plots.plot_study(content, out)
     elif "methods" in content:
@@ -617,7 +623,16 @@ def plot(args):
         raise UsageError(
             f"{args.file} is not a compare result (no 'methods' key), a "
             "study result (no 'study' key) or a controller history (no "
-            "'episodes' key). Pass a JSON written by `autoloss compare`, "
+            "'episodes' or 'history' key). Pass a JSON written by `autoloss compare`, "
             "`autoloss study` or `autoloss train-controller`."
         )
     print(f"Plot written to {out}")
+
+
+def _is_gan_result(content):
+    """Return True for a GAN compare JSON or a GAN controller history."""
+    if not isinstance(content, dict):
+        return False
+    if content.get("task") == "gan" and "methods" in content:
+        return True
+    return "history" in content and "runs" in content

@@ -153,3 +153,124 @@ def _plot_ablation(results, axis):
                     rotation=15)
     axis.set_ylabel(f"test {results['metric']}")
     axis.legend(loc="lower right")
+
+
+# GAN ---------------------------------------------------------------------
+
+def plot_gan_curves(results, path):
+    """Draw IS vs updates per method: the mean over trials and its range."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for method, entry in results["methods"].items():
+        steps, scores = _aligned_curves(entry["curves"])
+        mean = scores.mean(axis=0)
+        line, = axis.plot(steps, mean, label=f"{method} ({entry['mean']:.2f})")
+        if scores.shape[0] > 1:
+            axis.fill_between(steps, scores.min(axis=0), scores.max(axis=0),
+                              color=line.get_color(), alpha=0.15)
+    axis.set_xlabel("updates (D + G)")
+    axis.set_ylabel("Inception Score")
+    axis.set_title(
+        f"gan ({results.get('mode', '?')} mode): mean of "
+        f"{results['trials']} trials, shaded min to max; legend: final IS"
+    )
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _aligned_curves(curves):
+    """Return (steps, scores [trials, points]) cut to the shortest curve."""
+    length = min(len(curve) for curve in curves)
+    steps = np.asarray([point[0] for point in curves[0][:length]])
+    scores = np.asarray([[point[1] for point in curve[:length]]
+                         for curve in curves], dtype="float64")
+    return steps, scores
+
+
+def plot_gan_probabilities(results, path):
+    """Draw each method's probability of a G and a D update over training.
+
+    For a learned schedule the probability is the controller's, averaged
+    over the updates before each point. For a fixed ratio it is the
+    pattern's share of G updates.
+    """
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for method, entry in results["methods"].items():
+        runs = entry["p_generator"]
+        length = min(len(run) for run in runs)
+        steps = np.asarray([point[0] for point in runs[0][:length]])
+        values = np.asarray([[point[1] for point in run[:length]]
+                             for run in runs], dtype="float64")
+        style = "-" if method == "AutoLoss" else ":"
+        mean = values.mean(axis=0)
+        top.plot(steps, mean, style, label=method)
+        bottom.plot(steps, 1 - mean, style, label=method)
+    top.set_ylabel("P(generator update)")
+    bottom.set_ylabel("P(discriminator update)")
+    bottom.set_xlabel("updates (D + G)")
+    top.set_ylim(-0.02, 1.02)
+    bottom.set_ylim(-0.02, 1.02)
+    top.legend(fontsize=8, ncol=2)
+    top.set_title("probability of each action, mean over trials")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_sample_grids(samples, path, columns=8):
+    """Draw a grid of generated images per method, side by side.
+
+    Args:
+        samples: dict method -> images [N, height, width, channels] in
+            [-1, 1]. Up to `columns * columns` images of each are drawn.
+        path: PNG path.
+        columns: images per grid row. Defaults to 8.
+    """
+    names = list(samples)
+    figure, axes = plt.subplots(1, len(names),
+                                figsize=(2.6 * len(names), 2.9), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        axis.imshow(_image_grid(samples[name], columns), cmap="gray",
+                    vmin=0.0, vmax=1.0)
+        axis.set_title(name)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _image_grid(images, columns):
+    images = (np.asarray(images, dtype="float64")[: columns * columns] + 1) / 2
+    count, height, width = images.shape[:3]
+    rows = -(-count // columns)
+    grid = np.ones((rows * height, columns * width))
+    for index in range(count):
+        row, column = divmod(index, columns)
+        grid[row * height:(row + 1) * height,
+             column * width:(column + 1) * width] = images[index, ..., 0]
+    return np.clip(grid, 0.0, 1.0)
+
+
+def plot_gan_controller_history(history, path):
+    """Draw IS, reward and P(generator update) per controller segment."""
+    entries = history["history"]
+    index = np.arange(len(entries))
+    figure, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    axes[0].plot(index, [e["inception_score"] for e in entries], ".-")
+    axes[0].set_ylabel("IS at segment end")
+    rewards = [np.nan if e["reward"] is None else e["reward"] for e in entries]
+    axes[1].plot(index, rewards, ".")
+    axes[1].axhline(0.0, color="gray", linewidth=0.5)
+    axes[1].set_ylabel("segment reward")
+    axes[2].plot(index, [e["p_generator"] for e in entries], ".-")
+    collapsed = [i for i, e in enumerate(entries) if e["collapsed"]]
+    for position in collapsed:
+        for axis in axes:
+            axis.axvline(position, color="red", alpha=0.3)
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("P(generator update)")
+    axes[2].set_xlabel("segment (red: collapse guard fired)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

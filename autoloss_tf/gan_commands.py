@@ -1,0 +1,385 @@
+"""The `autoloss` sub-commands for the DCGAN-on-MNIST task (`gan`).
+
+`cli.py` parses the arguments and sends a command whose task is `gan`
+here. The experiments themselves live in `autoloss_models.gan_experiments`.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from autoloss_tf import export as export_lib
+from autoloss_tf.commands import UsageError
+from autoloss_tf.commands import machine_description
+
+TASK = "gan"
+DEFAULT_RUNS = 5
+DEFAULT_TRIALS = 3
+# Options of `train-controller`, `guide` and `compare` that only the L1
+# tasks read, and those that only the GAN task reads.
+L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
+                   "data_sets", "baseline", "controller_kind", "dataset")
+GAN_ONLY_OPTIONS = ("runs", "mode")
+
+
+def _experiments():
+    # Imported here so `autoloss --help` does not load TensorFlow.
+    from autoloss_models import gan_experiments
+
+    return gan_experiments
+
+
+def check_options(task, explicit):
+    """Reject options given explicitly that `task` does not read.
+
+    Args:
+        task: the task argument.
+        explicit: names (argparse dests) of the options whose values differ
+            from their defaults.
+    """
+    if task == TASK:
+        wrong = [name for name in L1_ONLY_OPTIONS if name in explicit]
+        rule = "apply to the L1 tasks (regression, classification) only"
+    else:
+        wrong = [name for name in GAN_ONLY_OPTIONS if name in explicit]
+        rule = "apply to the gan task only"
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise UsageError(
+            f"{flags} {rule}. Received them with task {task}. Remove them."
+        )
+
+
+def gan_settings(args):
+    """Return the `GanSettings` of `--mode` with `--max-steps` applied."""
+    experiments = _experiments()
+    mode = args.mode or "quick"
+    settings = experiments.settings_for(mode)
+    max_steps = getattr(args, "max_steps", None)
+    if max_steps is None:
+        return settings
+    segment = settings.segment_length
+    if max_steps < segment or max_steps % segment:
+        raise UsageError(
+            f"--max-steps for gan sets the updates per GAN run and must be "
+            f"a positive multiple of the segment length {segment} "
+            f"({mode} mode). Received: --max-steps {max_steps}. Pass for "
+            f"example {max(segment, max_steps - max_steps % segment)}."
+        )
+    return experiments.settings_for(mode, total_updates=max_steps)
+
+
+def load_data():
+    """Return (training images, IS classifier) of the GAN task."""
+    from autoloss_models import inception_score
+
+    return (_experiments().load_training_images(),
+            inception_score.load_classifier())
+
+
+def load_gan_controller(directory):
+    """Load an exported controller and check that it was trained for gan."""
+    experiments = _experiments()
+    if not os.path.exists(directory):
+        raise UsageError(
+            f"Controller directory not found: {directory}. Pass --controller "
+            "with a directory written by `autoloss train-controller gan`."
+        )
+    if not os.path.isdir(directory):
+        raise UsageError(
+            f"--controller must be a directory, not a file. Received: "
+            f"{directory}. Pass the directory that holds metadata.json."
+        )
+    loaded = export_lib.load_controller(
+        directory, feature_names=list(experiments.FEATURE_NAMES),
+        action_names=list(experiments.ACTION_NAMES),
+    )
+    trained_for = loaded.metadata.get("training", {}).get("task")
+    if trained_for is not None and trained_for != TASK:
+        raise UsageError(
+            f"The controller in {directory} was trained for {trained_for}, "
+            "but the task is gan. Pass a controller trained with "
+            "`autoloss train-controller gan`."
+        )
+    return loaded
+
+
+# train-controller ---------------------------------------------------------
+
+def train_controller(args, command):
+    """Train a GAN controller online over `--runs` GAN runs; export it."""
+    experiments = _experiments()
+    settings = gan_settings(args)
+    runs = DEFAULT_RUNS if args.runs is None else args.runs
+    state_dir = os.path.join(args.out, "training")
+    _check_training_target(args, runs, state_dir)
+
+    experiments.set_determinism(args.seed)
+    images, classifier = load_data()
+    trainer = experiments.OnlineControllerTrainer(
+        settings, state_dir, images, classifier, seed=args.seed
+    )
+    if args.resume:
+        _resume(trainer, args)
+    _train_with_progress(trainer, runs, settings)
+
+    info = _export(trainer, args, command, runs)
+    print(
+        f"Trained {info['runs']} GAN runs ({info['segments']} segments). "
+        f"Final IS of the last run: {info['final_inception_score']:.3f}. "
+        f"Controller written to {args.out}"
+    )
+    return info
+
+
+def _check_training_target(args, runs, state_dir):
+    if runs < 1:
+        raise UsageError(f"--runs must be >= 1. Received: --runs {runs}.")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(
+            f"--out must be a directory. Received: {args.out}, a file."
+        )
+    checkpoint = os.path.join(state_dir, _experiments().CHECKPOINT_FILE)
+    if os.path.exists(checkpoint) and not args.resume:
+        raise UsageError(
+            f"{args.out} already contains a controller-training checkpoint. "
+            "Pass --resume to continue it, or choose another --out."
+        )
+
+
+def _resume(trainer, args):
+    done = trainer.resume()
+    saved = trainer.saved_settings
+    current = dict(trainer.settings.to_dict(), seed=trainer.seed)
+    if saved is not None:
+        saved = dict(saved, seed=trainer.saved_seed)
+    if saved is not None and saved != current:
+        changed = {key: (saved.get(key), value)
+                   for key, value in current.items()
+                   if saved.get(key) != value}
+        raise UsageError(
+            "--resume needs the settings of the checkpoint in "
+            f"{args.out}. Changed (checkpoint, now): {changed}. Rerun with "
+            "the checkpoint's --mode, --max-steps and --seed, or choose "
+            "another --out."
+        )
+    if done == 0 and saved is None:
+        print(f"No checkpoint in {args.out}; starting from the first run.")
+
+
+def _train_with_progress(trainer, runs, settings):
+    total = runs * settings.total_updates
+    done = trainer.updates_done
+    bar = tqdm(total=total, initial=min(done, total), unit="update",
+               desc="controller")
+
+    def report(entry):
+        bar.update(settings.segment_length)
+        bar.set_postfix(run=entry["run"], IS=f"{entry['inception_score']:.2f}",
+                        p_G=f"{entry['p_generator']:.2f}")
+
+    try:
+        trainer.train(runs, progress=report)
+    finally:
+        bar.close()
+
+
+def _export(trainer, args, command, runs):
+    experiments = _experiments()
+    history = trainer.history
+    last_run = trainer.runs[-1] if trainer.runs else None
+    info = {
+        "task": TASK, "command": command, "seed": args.seed,
+        "mode": trainer.settings.mode, "settings": trainer.settings.to_dict(),
+        "runs": len(trainer.runs), "requested_runs": runs,
+        "segments": len(history),
+        "collapses": int(sum(bool(e["collapsed"]) for e in history)),
+        "final_inception_score": (
+            None if last_run is None else last_run["final_inception_score"]
+        ),
+        "final_inception_score_note": (
+            "mean IS of the last "
+            f"{trainer.settings.final_evaluations} evaluations of the last "
+            "controller-training run"
+        ),
+        "task_model_updates": int(trainer.updates_done),
+        "machine": machine_description(),
+    }
+    export_lib.export_controller(
+        trainer.controller, args.out,
+        feature_names=list(experiments.FEATURE_NAMES),
+        action_names=list(experiments.ACTION_NAMES), training=info,
+        overwrite=True,
+    )
+    return info
+
+
+# guide --------------------------------------------------------------------
+
+def guide(args):
+    """Train one new GAN under a trained controller; print its IS."""
+    experiments = _experiments()
+    if args.controller is None:
+        raise UsageError(
+            "guide gan needs --controller: no GAN controller is shipped. "
+            "Train one with `autoloss train-controller gan --out DIR`."
+        )
+    settings = gan_settings(args)
+    loaded = load_gan_controller(args.controller)
+    experiments.set_determinism(args.seed)
+    images, classifier = load_data()
+    with tqdm(total=settings.total_updates, unit="update",
+              desc="guided gan") as bar:
+        result = experiments.guided_run(
+            settings, loaded.controller, images, classifier, args.seed,
+            progress=bar.update, greedy=args.greedy,
+        )
+    fractions = [p for _, p in result["p_generator"]]
+    print(
+        f"gan guided by {args.controller} (seed {args.seed}, "
+        f"{settings.mode} mode): final IS {result['final']:.3f} (mean of "
+        f"the last {settings.final_evaluations} evaluations), "
+        f"{settings.total_updates} updates, mean probability of a "
+        f"generator update {np.mean(fractions):.2f}"
+    )
+    return result
+
+
+# compare ------------------------------------------------------------------
+
+def compare(args, command):
+    """Run the fixed D:G ratios (and AutoLoss) for some trials; print them."""
+    experiments = _experiments()
+    settings = gan_settings(args)
+    trials = DEFAULT_TRIALS if args.trials is None else args.trials
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1. Received: {trials}.")
+    if args.json is not None and os.path.isdir(args.json):
+        raise UsageError(
+            f"--json must be a file path. Received: {args.json}, a directory."
+        )
+    loaded = None
+    if args.controller is not None:
+        loaded = load_gan_controller(args.controller)
+
+    experiments.set_determinism(args.seed)
+    images, classifier = load_data()
+    methods = experiments.comparison_methods(settings, loaded is not None)
+    print(f"gan {settings.mode} mode: methods {', '.join(methods)}; "
+          f"{trials} trials of {settings.total_updates} updates each")
+    started = time.time()
+    total = experiments.updates_per_comparison(settings, trials,
+                                               loaded is not None)
+    with tqdm(total=total, unit="update", desc="compare gan") as bar:
+        methods_results = experiments.run_comparison(
+            settings, None if loaded is None else loaded.controller,
+            images, classifier, trials, seed=args.seed, progress=bar.update,
+        )
+
+    results = summarize(methods_results, settings, args, command, loaded,
+                        trials, time.time() - started)
+    print(format_table(results))
+    if args.json:
+        write_results(results, methods_results, args.json)
+        print(f"Results written to {args.json}")
+    return results
+
+
+def summarize(methods_results, settings, args, command, loaded, trials,
+              elapsed):
+    """Return the results dictionary written by `compare gan --json`."""
+    methods = {}
+    for name, entry in methods_results.items():
+        methods[name] = {key: entry[key] for key in
+                         ("mean", "std", "values", "curves", "p_generator")}
+    return {
+        "task": TASK,
+        "metric": "inception_score",
+        "higher_is_better": True,
+        "trials": trials,
+        "seed": args.seed,
+        "command": command,
+        "mode": settings.mode,
+        "settings": settings.to_dict(),
+        "final_metric_note": (
+            f"mean IS of the last {settings.final_evaluations} evaluations "
+            f"(every {settings.eval_interval} updates, "
+            f"{settings.eval_samples} samples, shipped MNIST classifier)"
+        ),
+        "controller": args.controller,
+        "controller_training": (
+            {} if loaded is None else loaded.metadata.get("training", {})
+        ),
+        "machine": machine_description(),
+        "elapsed_seconds": round(elapsed, 1),
+        "methods": methods,
+    }
+
+
+def write_results(results, methods_results, path):
+    """Write the JSON and, next to it, the generated samples per method.
+
+    The samples go to `<json stem>_samples.npz`, one array per method
+    (images of trial 0's final generator, in [-1, 1]). The JSON stores the
+    file name under `samples_file`.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    samples_path = os.path.splitext(path)[0] + "_samples.npz"
+    np.savez_compressed(samples_path, **{
+        name: entry["samples"] for name, entry in methods_results.items()
+    })
+    results["samples_file"] = os.path.basename(samples_path)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def format_table(results):
+    """Return a text table of final IS per method."""
+    lines = [
+        f"gan ({results['mode']} mode), final {results['metric']} "
+        f"(higher is better), {results['trials']} trials, seed "
+        f"{results['seed']}",
+        f"{'method':<12}{'mean':>10}{'std':>10}",
+    ]
+    for method, entry in results["methods"].items():
+        lines.append(f"{method:<12}{entry['mean']:>10.3f}{entry['std']:>10.3f}")
+    return "\n".join(lines)
+
+
+# plot ---------------------------------------------------------------------
+
+def plot(content, path, out):
+    """Write the PNGs of a GAN compare JSON or GAN controller history.
+
+    Returns:
+        The list of PNG paths written.
+    """
+    from autoloss_tf import plots
+
+    stem = os.path.splitext(out)[0]
+    if "methods" in content:
+        written = [out, stem + "_p_generator.png"]
+        plots.plot_gan_curves(content, written[0])
+        plots.plot_gan_probabilities(content, written[1])
+        samples_file = content.get("samples_file")
+        if samples_file is not None:
+            samples_path = os.path.join(
+                os.path.dirname(os.path.abspath(path)), samples_file
+            )
+            if not os.path.isfile(samples_path):
+                raise UsageError(
+                    f"Samples file not found: {samples_path}, named in "
+                    f"{path}. Keep it next to the JSON, as `compare gan` "
+                    "wrote it."
+                )
+            with np.load(samples_path) as samples:
+                grids = {name: samples[name] for name in samples.files}
+            written.append(stem + "_samples.png")
+            plots.plot_sample_grids(grids, written[-1])
+        return written
+    plots.plot_gan_controller_history(content, out)
+    return [out]
