@@ -108,13 +108,14 @@ def scale_loss(loss):
     return loss * tf.cast(1.0 / count, loss.dtype)
 
 
-def check_strategy(strategy, variables, jit_compile):
+def check_strategy(strategy, variables, jit_compile, steps_per_execution):
     """Raise ValueError for a setup the distributed scheduled step rejects.
 
     Args:
         strategy: the model's `tf.distribute.Strategy`.
         variables: the model, state and optimizer variables of the step.
         jit_compile: the model's `jit_compile` setting.
+        steps_per_execution: the model's `steps_per_execution` setting.
     """
     default = (
         not tf.distribute.has_strategy()
@@ -134,6 +135,15 @@ def check_strategy(strategy, variables, jit_compile):
             "ScheduledModel does not support XLA under a tf.distribute "
             f"strategy. Received: jit_compile={jit_compile!r} with "
             f"{type(strategy).__name__}. Compile with jit_compile=False."
+        )
+    if steps_per_execution != 1:
+        # The cross-replica dispatch fails to run inside the while loop
+        # that Keras builds for several steps per execution.
+        raise ValueError(
+            "ScheduledModel runs one step per execution under a "
+            "tf.distribute strategy. Received: "
+            f"steps_per_execution={steps_per_execution}. Compile with "
+            "steps_per_execution=1."
         )
     local = [v.path for v in variables if not is_distributed(v)]
     if local:

@@ -474,7 +474,7 @@ class ScheduledModel(keras.Model):
             self._prepare_actions()
         replicas_lib.check_strategy(
             self.distribute_strategy, self._step_variables(),
-            self.jit_compile,
+            self.jit_compile, self.steps_per_execution,
         )
         return super().make_train_function(force=force)
 
@@ -664,6 +664,8 @@ class ScheduledModel(keras.Model):
         return loss
 
     def _population_update(self, data, actions, usable, runner):
+        # NOTE: this path has tests on one device only, none under a
+        # tf.distribute strategy.
         variables = self._action_list[0].resolved_variables
         optimizer = self.action_optimizers[self._action_list[0].optimizer_index]
         chosen, grads = runner.run(

@@ -257,3 +257,64 @@ def test_rejects_variables_outside_scope(
     with strategy.scope():
         with pytest.raises(ValueError, match="strategy.scope"):
             model.fit(x, y, epochs=1, **FIT_ARGS)
+
+
+def test_nan_shard_skips_every_replica(
+    strategy, make_two_layer_net, regression_data, step_recorder
+):
+    x, y = regression_data
+    x = x.copy()
+    # Sample 2 lands in the second replica's shard of the first batch.
+    x[2, 0] = np.nan
+    with strategy.scope():
+        model = make_two_layer_net()
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.05),
+            schedule=CyclicSchedule(["first", "second"]), jit_compile=False,
+        )
+        recorder = step_recorder()
+        model.fit(x, y, epochs=1, callbacks=[recorder], **FIT_ARGS)
+
+    assert recorder.column("action") == [-1, 1, 0]
+    assert int(model.training_state.skipped.numpy()) == 1
+    for variable in _model_variables(model):
+        first, second = _replica_values(variable)
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)
+    for variable in model.trainable_variables:
+        assert np.all(np.isfinite(_replica_values(variable)[0])), variable.path
+
+
+def test_validation_features_match_single_device(
+    strategy, make_two_layer_net, regression_data, step_recorder
+):
+    x, y = regression_data
+    histories = []
+    for scope in (None, strategy):
+        with scope.scope() if scope else tf.name_scope("single"):
+            model = make_two_layer_net()
+            model.compile(
+                optimizer=keras.optimizers.Adam(0.05),
+                schedule=CyclicSchedule(["first", "second"]),
+                jit_compile=False,
+            )
+            recorder = step_recorder()
+            model.fit(
+                x, y, epochs=2, callbacks=[recorder],
+                feature_validation_data=(x[:6], y[:6]), **FIT_ARGS
+            )
+        histories.append(recorder.column("val_metric"))
+
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-5)
+
+
+def test_rejects_steps_per_execution(
+    strategy, make_two_layer_net, regression_data
+):
+    x, y = regression_data
+    with strategy.scope():
+        model = make_two_layer_net()
+        model.compile(
+            optimizer="sgd", steps_per_execution=3, jit_compile=False
+        )
+        with pytest.raises(ValueError, match="steps_per_execution=1"):
+            model.fit(x, y, epochs=1, **FIT_ARGS)
