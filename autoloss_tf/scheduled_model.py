@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from autoloss_tf import actions as actions_lib
 from autoloss_tf import features as features_lib
+from autoloss_tf import replicas as replicas_lib
 from autoloss_tf import schedules as schedules_lib
 
 NONFINITE_POLICIES = ("skip", "raise")
@@ -471,7 +472,19 @@ class ScheduledModel(keras.Model):
                     "model.build(input_shape) or call it on a batch first."
                 )
             self._prepare_actions()
+        replicas_lib.check_strategy(
+            self.distribute_strategy, self._step_variables(),
+            self.jit_compile, self.steps_per_execution,
+        )
         return super().make_train_function(force=force)
+
+    def _step_variables(self):
+        """Return every variable the train step reads or writes."""
+        optimizer_variables = [
+            v for optimizer in self.action_optimizers
+            for v in optimizer.variables
+        ]
+        return _union([self.variables, optimizer_variables])
 
     def fit(self, *args, feature_validation_data=None, callbacks=None,
             **kwargs):
@@ -511,12 +524,32 @@ class ScheduledModel(keras.Model):
     # Train step ----------------------------------------------------------
 
     def train_step(self, data):
+        if tf.distribute.has_strategy():
+            # Decide once, in cross-replica context; see `replicas.py`.
+            context = tf.distribute.get_replica_context()
+            decision = context.merge_call(
+                self._scheduled_update, args=(data,)
+            )
+        else:
+            decision = self._scheduled_update(None, data)
+        return self._logs(*decision)
+
+    def _scheduled_update(self, strategy, data):
+        """Decide the action of every member and apply it.
+
+        Runs in cross-replica context under a strategy, where `data` holds
+        one shard per replica.
+
+        Returns:
+            (actions, probabilities, loss, applied), one entry per member.
+        """
+        runner = replicas_lib.ReplicaRunner(strategy)
         state = self.training_state
         tracker = self.feature_tracker
         step = tf.convert_to_tensor(state.step)
         tf.cond(
             state.features_ready, lambda: tf.constant(True),
-            lambda: self._refresh_all_features(data),
+            lambda: self._refresh_all_features(data, runner),
         )
         if self._validation_data is not None:
             due = tf.equal(step % self.validation_interval, 0)
@@ -530,19 +563,21 @@ class ScheduledModel(keras.Model):
         )
         usable = self._usable(features, actions)
         if self._population is None:
-            loss, grad_norm, applied = self._single_update(data, actions, usable)
+            loss, grad_norm, applied = self._single_update(
+                data, actions, usable, runner
+            )
         else:
             loss, grad_norm, applied = self._population_update(
-                data, actions, usable
+                data, actions, usable, runner
             )
         tracker.record_action(tf.maximum(actions, 0), loss, grad_norm, applied)
-        self._record_extra_features(data)
+        self._record_extra_features(data, runner)
         self.schedule.observe(step, features, actions, state.active.value)
         state.active_steps.assign_add(tf.cast(state.active, "int64"))
         skipped = tf.reduce_sum(tf.cast(tf.logical_not(applied), "int64"))
         state.skipped.assign_add(skipped)
         state.step.assign_add(1)
-        return self._logs(actions, probabilities, loss, applied)
+        return actions, probabilities, loss, applied
 
     def _usable(self, features, actions):
         """Return which members may step: finite features and a valid action."""
@@ -554,7 +589,7 @@ class ScheduledModel(keras.Model):
         )
         return tf.logical_and(finite, in_range)
 
-    def _single_update(self, data, actions, usable):
+    def _single_update(self, data, actions, usable, runner):
         """Run the chosen action's branch; an unusable step runs `skip`.
 
         The skip branch sits at index len(actions), so one `switch_case`
@@ -566,40 +601,55 @@ class ScheduledModel(keras.Model):
             return zero, zero, tf.zeros([1], "bool")
 
         branches = [
-            (lambda a=a: self._apply_action(a, data))
+            (lambda a=a: self._apply_action(a, data, runner))
             for a in self._action_list
         ]
         index = tf.where(usable[0], actions[0], len(branches))
         return tf.switch_case(index, branches + [skip])
 
-    def _apply_action(self, action, data):
-        with tf.GradientTape() as tape:
-            loss = self._action_loss(action, data)
-        grads = tape.gradient(loss, action.resolved_variables)
-        grads = [
-            tf.zeros_like(v) if g is None else g
-            for g, v in zip(grads, action.resolved_variables)
-        ]
-        grad_norm = tf.linalg.global_norm(grads) / math.sqrt(
-            action.num_parameters
+    def _apply_action(self, action, data, runner):
+        """Apply one action's gradient unless a replica's values are not finite."""
+        loss, grads = runner.run(self._action_gradients, action, data)
+        loss = runner.mean(loss)
+        grad_norm = tf.cast(
+            tf.linalg.global_norm(runner.sum(grads))
+            / math.sqrt(action.num_parameters),
+            "float32",
         )
         finite = tf.logical_and(
-            tf.math.is_finite(loss), tf.math.is_finite(grad_norm)
+            runner.all(runner.run(tf.math.is_finite, loss)),
+            tf.math.is_finite(grad_norm),
         )
         if self.nonfinite == "raise":
             finite = _assert_finite(finite, f"loss of action {action.name!r}")
         optimizer = self.action_optimizers[action.optimizer_index]
+        variables = action.resolved_variables
 
         def apply():
-            optimizer.apply(grads, action.resolved_variables)
+            runner.run(lambda g: optimizer.apply(g, variables), grads)
             return tf.constant(True)
 
         applied = tf.cond(finite, apply, lambda: tf.constant(False))
         return (
-            tf.reshape(tf.cast(loss, "float32"), [1]),
-            tf.reshape(tf.cast(grad_norm, "float32"), [1]),
+            tf.reshape(loss, [1]),
+            tf.reshape(grad_norm, [1]),
             tf.reshape(applied, [1]),
         )
+
+    def _action_gradients(self, action, data):
+        """Return one replica's action loss and its gradients."""
+        with tf.GradientTape() as tape:
+            loss = self._action_loss(action, data)
+            scaled = replicas_lib.scale_loss(loss)
+        grads = self._dense_gradients(tape, scaled, action.resolved_variables)
+        return tf.cast(loss, "float32"), grads
+
+    def _dense_gradients(self, tape, loss, variables):
+        grads = tape.gradient(loss, variables)
+        return [
+            tf.zeros_like(v) if g is None else g
+            for g, v in zip(grads, variables)
+        ]
 
     def _action_loss(self, action, data):
         loss = action.loss(data)
@@ -613,9 +663,34 @@ class ScheduledModel(keras.Model):
             )
         return loss
 
-    def _population_update(self, data, actions, usable):
+    def _population_update(self, data, actions, usable, runner):
+        # NOTE: this path has tests on one device only, none under a
+        # tf.distribute strategy.
         variables = self._action_list[0].resolved_variables
         optimizer = self.action_optimizers[self._action_list[0].optimizer_index]
+        chosen, grads = runner.run(
+            self._population_gradients, data, actions, usable
+        )
+        grad_norm = self._member_grad_norms(runner.sum(grads))
+        finite = tf.logical_and(
+            runner.all(runner.run(tf.math.is_finite, chosen)),
+            tf.math.is_finite(grad_norm),
+        )
+        finite = tf.logical_or(finite, tf.logical_not(usable))
+        if self.nonfinite == "raise":
+            finite = _assert_finite(tf.reduce_all(finite), "a member's loss")
+        step_ok = tf.logical_and(tf.reduce_all(finite), tf.reduce_any(usable))
+
+        def apply():
+            runner.run(lambda g: optimizer.apply(g, variables), grads)
+            return tf.constant(True)
+
+        applied = tf.cond(step_ok, apply, lambda: tf.constant(False))
+        return runner.mean(chosen), grad_norm, tf.logical_and(usable, applied)
+
+    def _population_gradients(self, data, actions, usable):
+        """Return one replica's chosen member losses and their gradients."""
+        variables = self._action_list[0].resolved_variables
         safe_actions = tf.maximum(actions, 0)
         # NOTE: an unusable member gets a zero gradient, but Adam still
         # moves it by its stored momentum on this step.
@@ -626,26 +701,8 @@ class ScheduledModel(keras.Model):
             )
             chosen = tf.gather(losses, safe_actions, axis=1, batch_dims=1)
             total = tf.reduce_sum(tf.where(usable, chosen, 0.0))
-        grads = tape.gradient(total, variables)
-        grads = [
-            tf.zeros_like(v) if g is None else g
-            for g, v in zip(grads, variables)
-        ]
-        grad_norm = self._member_grad_norms(grads)
-        finite = tf.logical_and(
-            tf.math.is_finite(chosen), tf.math.is_finite(grad_norm)
-        )
-        finite = tf.logical_or(finite, tf.logical_not(usable))
-        if self.nonfinite == "raise":
-            finite = _assert_finite(tf.reduce_all(finite), "a member's loss")
-        step_ok = tf.logical_and(tf.reduce_all(finite), tf.reduce_any(usable))
-
-        def apply():
-            optimizer.apply(grads, variables)
-            return tf.constant(True)
-
-        applied = tf.cond(step_ok, apply, lambda: tf.constant(False))
-        return chosen, grad_norm, tf.logical_and(usable, applied)
+            scaled = replicas_lib.scale_loss(total)
+        return chosen, self._dense_gradients(tape, scaled, variables)
 
     def _member_grad_norms(self, grads):
         squares = [
@@ -655,25 +712,19 @@ class ScheduledModel(keras.Model):
         per_member = self._action_list[0].num_parameters // self.population
         return tf.sqrt(tf.add_n(squares)) / math.sqrt(per_member)
 
-    def _refresh_all_features(self, data):
+    def _refresh_all_features(self, data, runner):
         """Evaluate every action once so no feature starts at zero."""
         losses, norms = [], []
         for action in self._action_list:
-            with tf.GradientTape() as tape:
-                loss = self._action_loss(action, data)
-                total = tf.reduce_sum(loss)
-            grads = tape.gradient(total, action.resolved_variables)
-            grads = [
-                tf.zeros_like(v) if g is None else g
-                for g, v in zip(grads, action.resolved_variables)
-            ]
+            loss, grads = runner.run(self._feature_gradients, action, data)
+            grads = runner.sum(grads)
             if self._population is None:
                 norm = tf.linalg.global_norm(grads) / math.sqrt(
                     action.num_parameters
                 )
             else:
                 norm = self._member_grad_norms(grads)
-            losses.append(tf.broadcast_to(tf.cast(loss, "float32"),
+            losses.append(tf.broadcast_to(runner.mean(loss),
                                           [self.population]))
             norms.append(tf.broadcast_to(tf.cast(norm, "float32"),
                                          [self.population]))
@@ -684,14 +735,27 @@ class ScheduledModel(keras.Model):
             tf.where(keep, stacked_losses, 0.0),
             tf.where(keep, stacked_norms, 0.0),
         )
-        self._record_extra_features(data)
+        self._record_extra_features(data, runner)
         self.training_state.features_ready.assign(True)
         return tf.constant(True)
 
-    def _record_extra_features(self, data):
+    def _feature_gradients(self, action, data):
+        """Return one replica's loss of an action and its gradients."""
+        with tf.GradientTape() as tape:
+            loss = self._action_loss(action, data)
+            total = replicas_lib.scale_loss(tf.reduce_sum(loss))
+        grads = self._dense_gradients(tape, total, action.resolved_variables)
+        return tf.cast(loss, "float32"), grads
+
+    def _record_extra_features(self, data, runner):
         tracker = self.feature_tracker
         if not tracker.extra_names:
             return
+        values = runner.mean(runner.run(self._checked_extra_features, data))
+        tracker.record_extras(values)
+
+    def _checked_extra_features(self, data):
+        tracker = self.feature_tracker
         values = tf.convert_to_tensor(self.extra_features(data))
         expected = [self.population, len(tracker.extra_names)]
         if values.shape.rank is not None and (
@@ -703,7 +767,7 @@ class ScheduledModel(keras.Model):
                 f"feature and member, shape {expected} for the features "
                 f"{tracker.extra_names}. Received: shape {values.shape}."
             )
-        tracker.record_extras(values)
+        return tf.cast(values, "float32")
 
     def _refresh_validation(self):
         state = self.training_state

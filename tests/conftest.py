@@ -9,6 +9,18 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import tensorflow as tf  # noqa: E402
+
+# The MirroredStrategy tests need two logical CPU devices. TensorFlow
+# accepts this only before it initializes its devices, that is, before the
+# first test runs an op, so it is set here, when pytest imports conftest.
+# Ops without a device scope still run on /CPU:0.
+NUM_LOGICAL_CPUS = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS,
+)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
