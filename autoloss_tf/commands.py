@@ -2,8 +2,10 @@
 
 import dataclasses
 import json
+import math
 import os
 import platform
+import tempfile
 import time
 
 import keras
@@ -81,18 +83,26 @@ def default_controller_dir(task, dataset="synthetic"):
 
 def load_task_controller(directory, task):
     """Load an exported controller and check it against an L1 task."""
+    return load_controller_for_task(
+        directory, task, _feature_names(), ACTION_NAMES
+    )
+
+
+def load_controller_for_task(directory, task, feature_names, action_names):
+    """Load an exported controller; check its names and its training task."""
     if not os.path.exists(directory):
         raise UsageError(
             f"Controller directory not found: {directory}. Pass --controller "
-            "with a directory written by `autoloss train-controller`."
+            f"with a directory written by `autoloss train-controller {task}`."
         )
     if not os.path.isdir(directory):
         raise UsageError(
             f"--controller must be a directory, not a file. Received: "
-            f"{directory}. Pass the directory that holds metadata.json."
+            f"{directory}. Pass the directory that contains metadata.json."
         )
     loaded = export_lib.load_controller(
-        directory, feature_names=_feature_names(), action_names=ACTION_NAMES
+        directory, feature_names=list(feature_names),
+        action_names=list(action_names),
     )
     trained_for = loaded.metadata.get("training", {}).get("task")
     if trained_for is not None and trained_for != task:
@@ -220,7 +230,7 @@ def _resume(trainer, args):
     return done
 
 
-def _check_json_target(path):
+def check_json_target(path):
     if path is not None and os.path.isdir(path):
         raise UsageError(f"--json must be a file path. Received: {path}, a directory.")
 
@@ -296,7 +306,7 @@ def compare(args, command):
     controller_label = (
         args.controller or f"saved_controllers/{args.task} (shipped)"
     )
-    _check_json_target(args.json)
+    check_json_target(args.json)
     started = time.time()
     trials = []
     for trial in tqdm(range(args.trials), unit="trial", desc=f"compare {spec.name}"):
@@ -309,11 +319,16 @@ def compare(args, command):
                         controller_label, time.time() - started)
     print(format_table(results))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
         print(f"Results written to {args.json}")
     return results
+
+
+def write_json(path, results):
+    """Write `results` to the JSON file `path`, creating its directory."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 def summarize(spec, trials, args, command, metadata, directory, elapsed):
@@ -430,7 +445,7 @@ def study(args, command):
             f"Remove it from `autoloss study {args.name}`.")
     lambdas = args.lambdas or l1_studies.DEFAULT_LAMBDAS[args.task]
     _check_lambdas(lambdas)
-    _check_json_target(args.json)
+    check_json_target(args.json)
     if args.json:
         _check_writable_directory(
             os.path.dirname(os.path.abspath(args.json)), "--json")
@@ -485,16 +500,12 @@ def study(args, command):
     if work_dir is not None:
         print(f"Controller checkpoints are in {work_dir}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
         print(f"Results written to {args.json}")
     return results
 
 
 def _check_lambdas(lambdas):
-    import math
-
     from autoloss_models import l1_studies
 
     if not all(math.isfinite(v) and v > 0 for v in lambdas):
@@ -513,8 +524,6 @@ def _check_lambdas(lambdas):
 
 def _check_writable_directory(directory, option):
     """Create `directory` if needed and check that files can be written."""
-    import tempfile
-
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory):

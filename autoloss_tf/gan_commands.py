@@ -4,7 +4,6 @@
 here. The experiments themselves live in `autoloss_models.gan_experiments`.
 """
 
-import json
 import os
 import time
 
@@ -13,7 +12,10 @@ from tqdm import tqdm
 
 from autoloss_tf import export as export_lib
 from autoloss_tf.commands import UsageError
+from autoloss_tf.commands import check_json_target
+from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import write_json
 
 TASK = "gan"
 DEFAULT_RUNS = 5
@@ -83,28 +85,9 @@ def load_data():
 def load_gan_controller(directory):
     """Load an exported controller and check that it was trained for gan."""
     experiments = _experiments()
-    if not os.path.exists(directory):
-        raise UsageError(
-            f"Controller directory not found: {directory}. Pass --controller "
-            "with a directory written by `autoloss train-controller gan`."
-        )
-    if not os.path.isdir(directory):
-        raise UsageError(
-            f"--controller must be a directory, not a file. Received: "
-            f"{directory}. Pass the directory that holds metadata.json."
-        )
-    loaded = export_lib.load_controller(
-        directory, feature_names=list(experiments.FEATURE_NAMES),
-        action_names=list(experiments.ACTION_NAMES),
+    return load_controller_for_task(
+        directory, TASK, experiments.FEATURE_NAMES, experiments.ACTION_NAMES
     )
-    trained_for = loaded.metadata.get("training", {}).get("task")
-    if trained_for is not None and trained_for != TASK:
-        raise UsageError(
-            f"The controller in {directory} was trained for {trained_for}, "
-            "but the task is gan. Pass a controller trained with "
-            "`autoloss train-controller gan`."
-        )
-    return loaded
 
 
 # train-controller ---------------------------------------------------------
@@ -257,10 +240,7 @@ def compare(args, command):
     trials = DEFAULT_TRIALS if args.trials is None else args.trials
     if trials < 1:
         raise UsageError(f"--trials must be >= 1. Received: {trials}.")
-    if args.json is not None and os.path.isdir(args.json):
-        raise UsageError(
-            f"--json must be a file path. Received: {args.json}, a directory."
-        )
+    check_json_target(args.json)
     loaded = None
     if args.controller is not None:
         loaded = load_gan_controller(args.controller)
@@ -333,8 +313,7 @@ def write_results(results, methods_results, path):
         name: entry["samples"] for name, entry in methods_results.items()
     })
     results["samples_file"] = os.path.basename(samples_path)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(path, results)
 
 
 def format_table(results):

@@ -537,7 +537,7 @@ class ScheduledModel(keras.Model):
     def _scheduled_update(self, strategy, data):
         """Decide the action of every member and apply it.
 
-        Runs in cross-replica context under a strategy, where `data` holds
+        Runs in cross-replica context under a strategy, where `data` contains
         one shard per replica.
 
         Returns:

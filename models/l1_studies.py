@@ -161,8 +161,8 @@ class ControllerJob:
             "data_sets": spec.controller_data_sets,
             "learning_rate": spec.controller_learning_rate,
             "l1_scale": spec.l1_scale, "max_steps": spec.max_steps,
-            "feature_mask": experiments.make_controller(
-                spec, feature_mask=self.mask).feature_mask,
+            "feature_mask": [1.0] * len(spec.feature_scale)
+            if self.mask is None else [float(m) for m in self.mask],
             "data_spec": None if spec.data_spec is None
             else dataclasses.asdict(spec.data_spec),
         }
@@ -180,9 +180,9 @@ def check_checkpoints(jobs, episodes, seed):
             continue
         with open(path) as f:
             saved = json.load(f).get("settings") or {}
-        wanted = job.settings(episodes, seed)
+        expected = job.settings(episodes, seed)
         changed = {
-            key: (saved.get(key), value) for key, value in wanted.items()
+            key: (saved.get(key), value) for key, value in expected.items()
             if saved.get(key) != value
         }
         if changed:
@@ -314,14 +314,6 @@ def _run_population(spec, parts, task_l1_weights, l1_scales, split, model_seed):
         model.training_state.best_metric.numpy().astype("float64"),
         model.training_state.active_steps.numpy().astype("int64"),
     )
-
-
-def _dgs_choice(weights, test, val, steps):
-    index = int(np.argmin(val))
-    return {
-        "test": float(test[index]), "lambda": float(weights[index]),
-        "grid_batches": int(steps.sum()),
-    }
 
 
 def _summary(values):
@@ -624,11 +616,11 @@ def ablation(spec, trials, seed, episodes, work_dir):
         parts += _learned_parts([t.controller for t in trained.values()],
                                 data_seed)
         weights = list(grid) + [0.0] * (len(variants) * GUIDED_RUNS)
-        test, val, steps = _run_population(
+        test, val, _ = _run_population(
             spec, parts, weights, None, split, model_seed=trial
         )
-        dgs.append(_dgs_choice(grid, test[:len(grid)], val[:len(grid)],
-                               steps[:len(grid)])["test"])
+        # DGS picks the grid member with the lowest validation metric.
+        dgs.append(float(test[int(np.argmin(val[:len(grid)]))]))
         guided = test[len(grid):].reshape(len(variants), GUIDED_RUNS).mean(1)
         for name, value in zip(variants, guided):
             values[name].append(float(value))

@@ -234,7 +234,7 @@ def test_train_step_traced_once_per_replica(
 def test_rejects_jit_compile(strategy):
     # Calls the check directly: with op determinism enabled (as other
     # tests in this process may leave it), Keras turns jit_compile off in
-    # compile() and fit() never sees it.
+    # compile() and fit() never receives it.
     with strategy.scope():
         with pytest.raises(ValueError, match="jit_compile=False"):
             replicas_lib.check_strategy(
