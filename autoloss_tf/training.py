@@ -81,6 +81,94 @@ class MovingAverageBaseline:
         return self.value
 
 
+class ProgressBaseline:
+    """A reward baseline that depends on training progress.
+
+    Segment rewards of one run drift with progress: early segments of a GAN
+    run earn large rewards and later ones small rewards, whatever the
+    policy does. A moving average lags that drift, so late segments get
+    mostly negative advantages, and any action that was more frequent early
+    looks good. This baseline is instead a weighted least-squares fit of
+    the rewards seen so far against a polynomial in progress (0 at the
+    start of a run, 1 at its end): B(p) = sum_i w_i p^i. Older rewards
+    weigh `decay^age`, so the fit follows a changing policy.
+
+    Args:
+        degree: degree of the polynomial. Defaults to 2.
+        decay: weight factor per reward of age, in (0, 1]. Defaults to
+            0.99.
+        min_rewards: fewer rewards than this give no fit: `value` returns
+            their weighted mean instead (None without any reward).
+            Defaults to 10.
+        ridge: L2 penalty on the non-constant coefficients. Defaults to
+            1e-3.
+
+    Attributes:
+        points: the (progress, reward) pairs seen, oldest first.
+    """
+
+    def __init__(self, degree=2, decay=0.99, min_rewards=10, ridge=1e-3):
+        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+            raise ValueError(
+                "`degree` must be an integer >= 0. "
+                f"Received: degree={degree!r}."
+            )
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(
+                f"`decay` must be in (0, 1]. Received: decay={decay!r}. "
+                "Pass a value such as 0.99."
+            )
+        if min_rewards < degree + 1:
+            raise ValueError(
+                "`min_rewards` must be at least degree + 1, so the fit is "
+                f"determined. Received: min_rewards={min_rewards!r}, "
+                f"degree={degree!r}."
+            )
+        self.degree = degree
+        self.decay = float(decay)
+        self.min_rewards = int(min_rewards)
+        self.ridge = float(ridge)
+        self.points = []
+
+    def _weights(self):
+        ages = np.arange(len(self.points))[::-1]
+        return self.decay ** ages
+
+    def coefficients(self):
+        """Return the fitted [w_0, ..., w_degree], or None before a fit."""
+        if len(self.points) < self.min_rewards:
+            return None
+        progress, rewards = np.asarray(self.points, "float64").T
+        design = np.vander(progress, self.degree + 1, increasing=True)
+        weights = self._weights()
+        penalty = self.ridge * np.eye(self.degree + 1)
+        penalty[0, 0] = 0.0
+        gram = design.T @ (weights[:, None] * design) + penalty
+        return np.linalg.solve(gram, design.T @ (weights * rewards))
+
+    def value(self, progress):
+        """Return B(progress), or None before the first reward."""
+        if not self.points:
+            return None
+        coefficients = self.coefficients()
+        if coefficients is None:
+            rewards = np.asarray(self.points, "float64")[:, 1]
+            weights = self._weights()
+            return float(np.sum(weights * rewards) / np.sum(weights))
+        powers = float(progress) ** np.arange(self.degree + 1)
+        return float(powers @ coefficients)
+
+    def update(self, progress, reward):
+        """Record the reward of a segment that started at `progress`."""
+        self.points.append([float(progress), float(reward)])
+
+    def state(self):
+        return [list(point) for point in self.points]
+
+    def load_state(self, points):
+        self.points = [[float(p), float(r)] for p, r in points]
+
+
 class ReinforceUpdater:
     """REINFORCE updater of a controller's weights and baseline.
 

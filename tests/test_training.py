@@ -214,3 +214,45 @@ def test_resume_loses_no_finished_episode(tmp_path):
                     uninterrupted.updater.controller.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
     assert os.path.exists(tmp_path / "checkpoint.npz")
+
+
+def test_progress_baseline_recovers_a_quadratic():
+    baseline = training.ProgressBaseline(degree=2, decay=1.0, min_rewards=3,
+                                         ridge=0.0)
+    for progress in (0.0, 0.25, 0.5, 0.75):
+        baseline.update(progress, 3.0 - 4.0 * progress + 2.0 * progress ** 2)
+    np.testing.assert_allclose(baseline.coefficients(), [3.0, -4.0, 2.0],
+                               atol=1e-9)
+    assert baseline.value(1.0) == pytest.approx(1.0)
+
+
+def test_progress_baseline_weights_recent_rewards():
+    # Degree 0 is a weighted mean: weights 0.5^2, 0.5, 1 from oldest.
+    baseline = training.ProgressBaseline(degree=0, decay=0.5, min_rewards=1)
+    assert baseline.value(0.3) is None
+    for reward in (8.0, 4.0, 1.0):
+        baseline.update(0.1, reward)
+    expected = (0.25 * 8 + 0.5 * 4 + 1.0 * 1) / 1.75
+    assert baseline.value(0.9) == pytest.approx(expected)
+
+
+def test_progress_baseline_before_fit_is_weighted_mean():
+    baseline = training.ProgressBaseline(degree=2, decay=0.5, min_rewards=4)
+    baseline.update(0.0, 1.0)
+    baseline.update(0.5, 3.0)
+    assert baseline.coefficients() is None
+    assert baseline.value(1.0) == pytest.approx((0.5 * 1 + 3.0) / 1.5)
+    restored = training.ProgressBaseline(degree=2, decay=0.5, min_rewards=4)
+    restored.load_state(baseline.state())
+    assert restored.points == [[0.0, 1.0], [0.5, 3.0]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(degree=-1), "degree"),
+    (dict(decay=0.0), "decay"),
+    (dict(decay=1.5), "decay"),
+    (dict(degree=3, min_rewards=3), "min_rewards"),
+])
+def test_progress_baseline_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        training.ProgressBaseline(**kwargs)

@@ -236,6 +236,38 @@ def test_online_training_updates_controller(images, classifier, tmp_path):
     assert [e["step"] for e in trainer.history] == [4, 8, 12]
 
 
+@pytest.mark.parametrize("baseline", ["progress", "moving_average"])
+def test_segment_baselines(images, classifier, tmp_path, baseline):
+    # 5 segments of 4 updates; the second one has the first reward.
+    settings = _tiny_settings(total_updates=20, baseline=baseline,
+                              baseline_decay=0.5)
+    trainer = ge.OnlineControllerTrainer(settings, tmp_path, images,
+                                         classifier)
+    trainer.train(1)
+    rewarded = [e for e in trainer.history if e["reward"] is not None]
+    r = [e["reward"] for e in rewarded]
+    b = [e["baseline"] for e in rewarded]
+    assert len(r) == 4
+    assert b[0] is None
+    assert b[1] == pytest.approx(r[0])
+    if baseline == "progress":
+        # Fewer than 10 rewards: the weighted mean, weights 0.5^age.
+        assert b[2] == pytest.approx((0.5 * r[0] + r[1]) / 1.5)
+        assert b[3] == pytest.approx(
+            (0.25 * r[0] + 0.5 * r[1] + r[2]) / 1.75)
+        assert [p for p, _ in trainer.progress_baseline.points] == [
+            0.2, 0.4, 0.6, 0.8]
+    else:
+        assert b[2] == pytest.approx(0.5 * r[0] + 0.5 * r[1])
+        assert b[3] == pytest.approx(0.5 * b[2] + 0.5 * r[2])
+        assert trainer.progress_baseline.points == []
+
+
+def test_settings_reject_unknown_baseline():
+    with pytest.raises(ValueError, match="baseline='median'"):
+        _tiny_settings(baseline="median")
+
+
 def test_guided_run_under_learned_controller(images, classifier):
     settings = _tiny_settings()
     controller = ge.make_controller()
