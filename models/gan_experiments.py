@@ -99,8 +99,10 @@ class GanSettings:
         baseline: the reward baseline, `"progress"` (a least-squares fit
             of earlier rewards against the segment's progress in its run,
             `training.ProgressBaseline`) or `"moving_average"`.
-        baseline_decay: decay of the moving-average reward baseline; with
-            `"progress"`, the weight factor per reward of age in the fit.
+        baseline_decay: decay of the moving-average reward baseline.
+        progress_decay: with the `"progress"` baseline, the weight factor
+            per reward of age in the fit. It must keep more than one run's
+            segments in view, so that every progress has rewards.
         advantage_clip: R - B is clipped to +- this.
         entropy_bonus: weight of the policy's mean entropy per step, added
             to the objective, so a positive value raises the entropy.
@@ -129,6 +131,7 @@ class GanSettings:
     controller_learning_rate: float
     baseline: str
     baseline_decay: float
+    progress_decay: float
     advantage_clip: float
     entropy_bonus: float
     collapse_limit: int
@@ -159,6 +162,7 @@ class GanSettings:
 _COMMON = dict(
     reward_scale=1.0, reward_clip=5.0, base_filters=64,
     image_shape=(28, 28, 1), baseline="progress", baseline_decay=0.9,
+    progress_decay=0.98,
     advantage_clip=5.0,
     entropy_bonus=0.01, collapse_reward=-5.0,
 )
@@ -228,10 +232,15 @@ def _check_settings(settings):
             f"Unknown reward baseline. Received: "
             f"baseline={settings.baseline!r}. Choose one of {BASELINES}."
         )
-    if not 0.0 < settings.baseline_decay < 1.0:
+    if not 0.0 <= settings.baseline_decay < 1.0:
         raise ValueError(
-            "`baseline_decay` must be in (0, 1). Received: "
+            "`baseline_decay` must be in [0, 1). Received: "
             f"baseline_decay={settings.baseline_decay!r}."
+        )
+    if not 0.0 < settings.progress_decay <= 1.0:
+        raise ValueError(
+            "`progress_decay` must be in (0, 1]. Received: "
+            f"progress_decay={settings.progress_decay!r}."
         )
     if settings.segment_length % settings.eval_interval:
         raise ValueError(
@@ -619,7 +628,7 @@ class OnlineControllerTrainer:
                                 for w in self.controller.weights]
         self.guard = CollapseGuard(settings.collapse_limit)
         self.progress_baseline = training.ProgressBaseline(
-            degree=2, decay=settings.baseline_decay,
+            degree=2, decay=settings.progress_decay,
         )
         self.history = []
         self.runs = []

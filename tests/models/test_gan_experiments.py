@@ -240,7 +240,7 @@ def test_online_training_updates_controller(images, classifier, tmp_path):
 def test_segment_baselines(images, classifier, tmp_path, baseline):
     # 5 segments of 4 updates; the second one has the first reward.
     settings = _tiny_settings(total_updates=20, baseline=baseline,
-                              baseline_decay=0.5)
+                              baseline_decay=0.5, progress_decay=0.5)
     trainer = ge.OnlineControllerTrainer(settings, tmp_path, images,
                                          classifier)
     trainer.train(1)
