@@ -274,7 +274,10 @@ def summarize(methods_results, settings, args, command, loaded, trials,
     methods = {}
     for name, entry in methods_results.items():
         methods[name] = {key: entry[key] for key in
-                         ("mean", "std", "values", "curves", "p_generator")}
+                         ("mean", "std", "values", "curves", "p_generator")
+                         if key in entry}
+        if "updates_to_reach" in entry:
+            methods[name]["updates_to_reach"] = entry["updates_to_reach"]
     return {
         "task": TASK,
         "metric": "inception_score",
@@ -295,6 +298,12 @@ def summarize(methods_results, settings, args, command, loaded, trials,
         ),
         "machine": machine_description(),
         "elapsed_seconds": round(elapsed, 1),
+        "updates_to_reach_note": (
+            f"updates until the mean of the last "
+            f"{settings.final_evaluations} IS evaluations first reaches the "
+            f"final IS of the {experiments_reference()} run with the same "
+            "seed; null if never"
+        ),
         "methods": methods,
     }
 
@@ -316,16 +325,33 @@ def write_results(results, methods_results, path):
     write_json(path, results)
 
 
+def experiments_reference():
+    """Return the method whose final IS the other runs try to reach."""
+    return _experiments().REACH_REFERENCE
+
+
 def format_table(results):
-    """Return a text table of final IS per method."""
+    """Return a text table of final IS per method.
+
+    The `reach` column gives the median updates a method's runs needed to
+    reach the reference method's final IS, over the runs that reached it,
+    with how many of the trials did.
+    """
+    reference = experiments_reference()
     lines = [
         f"gan ({results['mode']} mode), final {results['metric']} "
         f"(higher is better), {results['trials']} trials, seed "
-        f"{results['seed']}",
-        f"{'method':<12}{'mean':>10}{'std':>10}",
+        f"{results['seed']}; reach: median updates to reach {reference}'s "
+        "final IS (trials that reached it)",
+        f"{'method':<12}{'mean':>10}{'std':>10}{'reach':>16}",
     ]
     for method, entry in results["methods"].items():
-        lines.append(f"{method:<12}{entry['mean']:>10.3f}{entry['std']:>10.3f}")
+        reached = [u for u in entry.get("updates_to_reach", [])
+                   if u is not None]
+        reach = (f"{int(np.median(reached))} ({len(reached)}/"
+                 f"{len(entry['values'])})" if reached else "-")
+        lines.append(f"{method:<12}{entry['mean']:>10.3f}"
+                     f"{entry['std']:>10.3f}{reach:>16}")
     return "\n".join(lines)
 
 

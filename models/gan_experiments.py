@@ -67,6 +67,9 @@ HELD_OUT_IMAGES, SPLIT_SEED = 1000, 0
 # from 1 to 10.
 FEATURE_SCALE = (1.0, 0.01, 0.01, 1.0, 1.0, 10.0, 10.0, 1.0, 10.0, 1.0, 1.0)
 BASELINES = ("progress", "moving_average")
+# Comparisons report how many updates each run needs to reach the final IS
+# of this method's run with the same seed.
+REACH_REFERENCE = "1:1"
 CHECKPOINT_FILE = "checkpoint.npz"
 HISTORY_FILE = "history.json"
 
@@ -970,6 +973,54 @@ def run_comparison(settings, controller, images, classifier, trials,
             "p_generator": [run["p_generator"] for run in runs],
             "samples": runs[0]["samples"],
         }
+    if REACH_REFERENCE in results:
+        reach_reference(results, REACH_REFERENCE, settings.final_evaluations)
+    return results
+
+
+def updates_to_reach(curve, target, window):
+    """Return the first update at which a run's smoothed IS reaches `target`.
+
+    The IS is smoothed as the final IS is: the mean of the last `window`
+    evaluations up to and including each one. The first `window - 1`
+    evaluations have no full window and are skipped.
+
+    Args:
+        curve: list of [update, IS] pairs, in order.
+        target: the IS to reach.
+        window: evaluations per mean, >= 1.
+
+    Returns:
+        The update as an int, or None if the smoothed IS never reaches it.
+    """
+    scores = [float(score) for _, score in curve]
+    for end in range(window, len(scores) + 1):
+        if np.mean(scores[end - window:end]) >= target:
+            return int(curve[end - 1][0])
+    return None
+
+
+def reach_reference(results, reference, window):
+    """Add the updates each run needs to reach the reference's final IS.
+
+    For trial t of every method, the target is the final IS of trial t of
+    `reference` (same seed, so same initial weights and batches).
+
+    Args:
+        results: the dict of `run_comparison`; changed in place. Each
+            method gets `updates_to_reach` (one int or None per trial).
+        reference: the method whose final IS is the target, e.g. `"1:1"`.
+        window: evaluations per smoothed IS (`final_evaluations`).
+
+    Returns:
+        `results`.
+    """
+    targets = results[reference]["values"]
+    for entry in results.values():
+        entry["updates_to_reach"] = [
+            updates_to_reach(curve, target, window)
+            for curve, target in zip(entry["curves"], targets)
+        ]
     return results
 
 

@@ -183,6 +183,29 @@ def test_settings_reject_misaligned_segment():
         ge.settings_for("fast")
 
 
+# Updates to reach a reference.
+
+def test_updates_to_reach_uses_the_final_smoothing():
+    curve = [[0, 1.0], [10, 3.0], [20, 5.0], [30, 2.0], [40, 6.0]]
+    # Means of two: 2.0 at 10, 4.0 at 20, 3.5 at 30, 4.0 at 40.
+    assert ge.updates_to_reach(curve, 4.0, window=2) == 20
+    assert ge.updates_to_reach(curve, 4.1, window=2) is None
+    assert ge.updates_to_reach(curve, 5.5, window=1) == 40
+    assert ge.updates_to_reach(curve, 0.5, window=3) == 20
+
+
+def test_reach_reference_pairs_trials_by_seed():
+    results = {
+        "1:1": {"values": [2.0, 5.0],
+                "curves": [[[0, 1.0], [10, 2.0]], [[0, 1.0], [10, 5.0]]]},
+        "AutoLoss": {"values": [3.0, 4.0],
+                     "curves": [[[0, 2.5], [10, 3.0]], [[0, 4.0], [10, 4.0]]]},
+    }
+    ge.reach_reference(results, "1:1", window=1)
+    assert results["1:1"]["updates_to_reach"] == [10, 10]
+    assert results["AutoLoss"]["updates_to_reach"] == [0, None]
+
+
 # Online training, resume and guided runs.
 
 class _Interrupted(Exception):
