@@ -590,7 +590,10 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
 
     Args:
         vocabulary_size: maximum vocabulary size per language, reserved
-            tokens included. Defaults to 3000.
+            tokens included. On the dictionary pairs, 3,000 and 10,000 give
+            the same vocabularies (2,684 German and 2,576 English tokens),
+            because the WordPiece learner's minimum count of 10 caps them
+            (see `nmt_text.build_vocabulary`). Defaults to 3000.
         source_length: German subword positions per row. Defaults to 30.
         target_length: English positions per row, BOS or EOS included.
             Defaults to 30.
