@@ -25,6 +25,7 @@ ARCHITECTURES, DATA = "gan-architectures", "gan-data"
 EXPERIMENTS = (ARCHITECTURES, DATA)
 DEFAULT_ARCHITECTURES = 20
 DEFAULT_DATASET = "fashion_mnist"
+SHIPPED_CONTROLLER_LABEL = "saved_controllers/gan_mnist (shipped)"
 # Data sets that `transfer gan-data` can train on: a local source of
 # training images and a shipped IS classifier.
 TRANSFER_DATASETS = ("fashion_mnist",)
@@ -103,8 +104,12 @@ def transfer_settings(args, quick_updates):
 
 
 def _load_controller(args):
-    directory = args.controller or default_controller_dir()
-    return directory, gan_commands.load_gan_controller(directory)
+    """Return (label for results, loaded controller) of `--controller`."""
+    if args.controller is not None:
+        return args.controller, gan_commands.load_gan_controller(
+            args.controller)
+    loaded = gan_commands.load_gan_controller(default_controller_dir())
+    return SHIPPED_CONTROLLER_LABEL, loaded
 
 
 # transfer gan-architectures -------------------------------------------------
@@ -135,7 +140,7 @@ def architectures(args, command):
             f"--work-dir must be a directory. Received: {work_dir}, a file. "
             "Pass a new or existing directory."
         )
-    directory, loaded = _load_controller(args)
+    controller_label, loaded = _load_controller(args)
     sampled = transfer.sample_architectures(count, args.seed)
 
     experiments = _experiments()
@@ -144,7 +149,8 @@ def architectures(args, command):
     runner = transfer.ArchitectureTransfer(
         settings, loaded.controller, images, classifier, sampled, args.seed,
         work_dir, identity={
-            "controller": directory,
+            # The weights, not the path, identify the controller, so a
+            # retrained controller at the same path is rejected.
             "controller_fingerprint": transfer.controller_fingerprint(
                 loaded.controller),
         },
@@ -156,15 +162,15 @@ def architectures(args, command):
     print(
         f"transfer {ARCHITECTURES} ({settings.mode} mode): {count} "
         f"architectures, each trained without the controller ("
-        f"{transfer.BASELINE}) and with {directory}; "
+        f"{transfer.BASELINE}) and with {controller_label}; "
         f"{settings.total_updates} updates per run; {done} of "
         f"{runner.runs_total} runs already in {work_dir}"
     )
     started = time.time()
     _run_architectures(runner, settings)
     results = summarize_architectures(
-        runner, settings, args, command, directory, loaded, work_dir,
-        time.time() - started,
+        runner, settings, args, command, controller_label, loaded,
+        work_dir, time.time() - started,
     )
     print(format_architectures(results))
     print(f"Checkpoint: {runner.state_path}")
@@ -190,8 +196,8 @@ def _run_architectures(runner, settings):
         bar.close()
 
 
-def summarize_architectures(runner, settings, args, command, directory,
-                            loaded, work_dir, elapsed):
+def summarize_architectures(runner, settings, args, command,
+                            controller_label, loaded, work_dir, elapsed):
     """Return the results dictionary of `transfer gan-architectures`."""
     transfer = _transfer()
     entries = runner.entries
@@ -211,11 +217,11 @@ def summarize_architectures(runner, settings, args, command, directory,
         "updates_per_run": settings.total_updates,
         "updates_note": (
             f"quick mode runs {transfer.QUICK_UPDATES} updates per GAN run, "
-            "so that 40 runs take about 45-60 minutes on 2 CPU cores "
-            "(measured about 25, 50 and 200 ms per update with 32, 64 and "
-            "128 base filters); full mode runs its "
-            f"{_experiments().settings_for('full').total_updates}; "
-            "--updates overrides both"
+            "so that 40 runs take an estimated 45-60 minutes on 2 otherwise "
+            "idle CPU cores (measured there: about 27, 52 and 195 ms per "
+            "update with 32, 64 and 128 base filters). Full mode runs "
+            f"{_experiments().settings_for('full').total_updates}. "
+            "--updates overrides both."
         ),
         "baseline": transfer.BASELINE,
         "baseline_note": (
@@ -240,7 +246,7 @@ def summarize_architectures(runner, settings, args, command, directory,
             f"(every {settings.eval_interval} updates, "
             f"{settings.eval_samples} samples, shipped MNIST classifier)"
         ),
-        "controller": directory,
+        "controller": controller_label,
         "controller_fingerprint": runner.identity["controller_fingerprint"],
         "controller_training": loaded.metadata.get("training", {}),
         "machine": machine_description(),
@@ -323,14 +329,14 @@ def data(args, command):
     settings = transfer_settings(args, experiments.settings_for(
         "quick").total_updates)
     check_json_target(args.json)
-    directory, loaded = _load_controller(args)
+    controller_label, loaded = _load_controller(args)
 
     experiments.set_determinism(args.seed)
     images, classifier = gan_commands.load_data(dataset)
     methods = experiments.comparison_methods(settings)
     print(f"transfer {DATA} to {dataset} ({settings.mode} mode): methods "
-          f"{', '.join(methods)}, AutoLoss guided by {directory}; {trials} "
-          f"trials of {settings.total_updates} updates each")
+          f"{', '.join(methods)}, AutoLoss guided by {controller_label}; "
+          f"{trials} trials of {settings.total_updates} updates each")
     started = time.time()
     total = experiments.updates_per_comparison(settings, trials)
     with tqdm(total=total, unit="update", desc=f"{DATA} {dataset}") as bar:
@@ -338,7 +344,7 @@ def data(args, command):
             settings, loaded.controller, images, classifier, trials,
             seed=args.seed, progress=bar.update,
         )
-    args.controller = directory
+    args.controller = controller_label
     results = gan_commands.summarize(
         methods_results, settings, args, command, loaded, trials,
         time.time() - started,

@@ -26,13 +26,15 @@ NOTE: the controller's gradient-norm inputs are not scale-free across
 architectures. The normalized gradient norm ||g|| / sqrt(#params) is
 divided by 0.01 in the controller (`gan_experiments.FEATURE_SCALE`), and
 it was about 0.02 for G on the DCGAN the controller was trained on (64
-filters, batch norm). In a 300-update 1:1 run of each architecture (MNIST,
-3x3 kernels, batch 64, seed 0), G's norm was 0.010 to 0.028 with batch
-norm but 0.0014 to 0.008 without it, and D's norm ranged from 0.001 to
-0.04 across architectures. So without batch norm the controller sees G
-gradients 3 to 10 times smaller than in its training. The losses, their
-ratio, D's error and the IS inputs have the same meaning for every
-architecture.
+filters, batch norm). In 300-update 1:1 runs of 13 architectures (MNIST,
+3x3 kernels, batch 64, seed 0, readings at updates 200 and 300), G's norm
+was 0.010 to 0.028 with batch norm but 0.0014 to 0.008 without it. D's
+norm ranged from 0.001 to 0.04, with one reading of 0.97. So without
+batch norm the controller receives G gradient norms 3 to 10 times smaller
+than in its training. The losses, their ratio, D's error and the IS
+inputs have the same meaning for every architecture. The progress input
+t/T also grows faster in runs shorter than the 3,000-update runs the
+shipped quick-mode controller was trained on.
 """
 
 import dataclasses
@@ -56,13 +58,15 @@ BASELINE = "1:1"
 WITHOUT, WITH = "without_controller", "with_controller"
 METHODS = (WITHOUT, WITH)
 STATE_FILE = "transfer_state.json"
-# Updates per GAN run in quick mode. Measured on 2 shared CPU cores (MNIST,
-# 3x3 kernels, batch 64, 1:1, IS of 1,000 samples every 100 updates, load
-# average 2 to 7 from other jobs): about 25-28 ms per update with 32 base
-# filters, 44-58 ms with 64 and 195-400 ms with 128. The mean over the 24
-# architectures is about 95 ms, so 40 runs of 800 updates take about 50
-# minutes plus 3-8 s of tracing per run. Full mode keeps its 20,000.
-QUICK_UPDATES = 800
+# Updates per GAN run in quick mode. On 2 CPU cores (MNIST, 3x3 kernels,
+# batch 64, 1:1, IS of 1,000 samples every 100 updates), one update took
+# about 27, 52 and 195 ms of wall time with 32, 64 and 128 base filters
+# when the machine was otherwise idle, and 25, 54 and 141-157 ms of process
+# CPU time under a load average of 5 to 7. The 20 architectures of seed 0
+# (7, 5 and 8 of the three sizes) then average about 100 ms per update,
+# so 40 runs of 700 updates take an estimated 47 minutes plus about 8 s of
+# model building and tracing per run. Full mode keeps its 20,000.
+QUICK_UPDATES = 700
 
 
 class TransferResumeError(ValueError):

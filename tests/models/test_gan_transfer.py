@@ -286,7 +286,7 @@ def test_architectures_cli_end_to_end(tiny_architectures_cli, tmp_path,
     assert results["updates_per_run"] == 8
     assert results["settings"]["total_updates"] == 8
     assert results["baseline"] == "1:1"
-    assert results["controller"] == SHIPPED_CONTROLLER
+    assert results["controller"] == "saved_controllers/gan_mnist (shipped)"
     metadata = json.loads(
         (Path(SHIPPED_CONTROLLER) / "metadata.json").read_text())
     assert results["controller_training"] == metadata["training"]
@@ -366,7 +366,7 @@ def test_data_cli_end_to_end(tiny_fashion_cli, tmp_path, capsys):
     assert set(reference) <= set(results)
     assert results["dataset"] == "fashion_mnist"
     assert results["transfer"] == "gan-data"
-    assert results["controller"] == SHIPPED_CONTROLLER
+    assert results["controller"] == "saved_controllers/gan_mnist (shipped)"
     assert "fashion_mnist classifier" in results["final_metric_note"]
     assert list(results["methods"]) == ["1:1", "AutoLoss"]
     for entry in results["methods"].values():
