@@ -299,16 +299,17 @@ def plot_gan_architectures(results, path):
              label=f"without ({results['baseline']})")
     bars.bar(positions + width / 2, with_controller, width,
              label="with controller")
-    bars.set_xticks(positions, [e["label"] for e in entries], rotation=90,
-                    fontsize=7)
+    bars.set_xticks(positions,
+                    [f"{e['index']}: {e['label']}" for e in entries],
+                    rotation=90, fontsize=7)
     bars.set_ylabel("final Inception Score")
     bars.legend(fontsize=8)
     summary = results["summary"]
-    bars.set_title(
+    figure.suptitle(
         f"{results['n']} architectures, {results['updates_per_run']} updates "
-        f"({results['mode']} mode): higher with the controller in "
-        f"{summary['helped']} of {summary['compared']}, mean difference "
-        f"{summary['mean_difference']:+.2f}", fontsize=9,
+        f"per run ({results['mode']} mode): final IS higher with the "
+        f"controller in {summary['helped']} of {summary['compared']}, mean "
+        f"difference {summary['mean_difference']:+.2f}", fontsize=10,
     )
     scatter.scatter(without, with_controller, s=18)
     for entry, x, y in zip(entries, without, with_controller):
@@ -323,7 +324,7 @@ def plot_gan_architectures(results, path):
     scatter.set_ylim(limits)
     scatter.set_xlabel("final IS without the controller")
     scatter.set_ylabel("final IS with the controller")
-    scatter.set_title("points are architecture numbers", fontsize=9)
+    scatter.set_title("labels: architecture index", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

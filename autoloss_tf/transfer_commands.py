@@ -159,11 +159,15 @@ def architectures(args, command):
         done = runner.resume()
     except transfer.TransferResumeError as error:
         raise UsageError(str(error)) from error
+    sized = ""
+    if args.updates is None and settings.mode == "quick":
+        sized = (" (the quick-mode default, sized so that 40 runs take "
+                 "roughly 45-60 minutes on 2 CPU cores)")
     print(
         f"transfer {ARCHITECTURES} ({settings.mode} mode): {count} "
         f"architectures, each trained without the controller ("
         f"{transfer.BASELINE}) and with {controller_label}; "
-        f"{settings.total_updates} updates per run; {done} of "
+        f"{settings.total_updates} updates per run{sized}; {done} of "
         f"{runner.runs_total} runs already in {work_dir}"
     )
     started = time.time()
@@ -217,9 +221,10 @@ def summarize_architectures(runner, settings, args, command,
         "updates_per_run": settings.total_updates,
         "updates_note": (
             f"quick mode runs {transfer.QUICK_UPDATES} updates per GAN run, "
-            "so that 40 runs take an estimated 45-60 minutes on 2 otherwise "
-            "idle CPU cores (measured there: about 27, 52 and 195 ms per "
-            "update with 32, 64 and 128 base filters). Full mode runs "
+            "so that 40 runs take an estimated 40-50 minutes on 2 CPU cores "
+            "free of other jobs. The estimate comes from the process CPU "
+            "time per update measured on 2 shared cores: 25, 54 and "
+            "141-157 ms with 32, 64 and 128 base filters. Full mode runs "
             f"{_experiments().settings_for('full').total_updates}. "
             "--updates overrides both."
         ),
@@ -233,6 +238,7 @@ def summarize_architectures(runner, settings, args, command,
         "settings_note": (
             "base_filters and latent_dim of each run are its architecture's"
         ),
+        "controller_inputs_note": _controller_inputs_note(loaded),
         "architecture_space": {
             "base_filters": list(transfer.BASE_FILTERS),
             "latent_dim": list(transfer.LATENT_DIMS),
@@ -250,6 +256,8 @@ def summarize_architectures(runner, settings, args, command,
         "controller_fingerprint": runner.identity["controller_fingerprint"],
         "controller_training": loaded.metadata.get("training", {}),
         "machine": machine_description(),
+        # This invocation's time; run_seconds adds up every run's time,
+        # including runs of earlier invocations read from the checkpoint.
         "elapsed_seconds": round(elapsed, 1),
         "run_seconds": round(sum(
             entry[method]["seconds"] for entry in entries
@@ -259,6 +267,21 @@ def summarize_architectures(runner, settings, args, command,
         "summary": summary,
         "architectures": entries,
     }
+
+
+def _controller_inputs_note(loaded):
+    """Return how the controller's inputs shift with the architecture."""
+    names = loaded.metadata.get("feature_names", [])
+    scales = loaded.metadata.get("feature_scale", [])
+    divisor = dict(zip(names, scales)).get("grad_norm/generator")
+    scale = "" if divisor is None else f" (divided by {divisor:g})"
+    return (
+        f"the controller reads G's normalized gradient norm{scale} at the "
+        "scale of the 64-filter DCGAN with batch norm it was trained on; "
+        "without batch norm that norm was 3 to 10 times smaller in "
+        "300-update runs. The progress input t/T grows faster in runs "
+        "shorter than the controller's training runs."
+    )
 
 
 def format_architectures(results):

@@ -58,14 +58,16 @@ BASELINE = "1:1"
 WITHOUT, WITH = "without_controller", "with_controller"
 METHODS = (WITHOUT, WITH)
 STATE_FILE = "transfer_state.json"
-# Updates per GAN run in quick mode. On 2 CPU cores (MNIST, 3x3 kernels,
-# batch 64, 1:1, IS of 1,000 samples every 100 updates), one update took
-# about 27, 52 and 195 ms of wall time with 32, 64 and 128 base filters
-# when the machine was otherwise idle, and 25, 54 and 141-157 ms of process
-# CPU time under a load average of 5 to 7. The 20 architectures of seed 0
-# (7, 5 and 8 of the three sizes) then average about 100 ms per update,
-# so 40 runs of 700 updates take an estimated 47 minutes plus about 8 s of
-# model building and tracing per run. Full mode keeps its 20,000.
+# Updates per GAN run in quick mode, sized so that 40 runs take roughly
+# 45-60 minutes on 2 CPU cores. Measured there (MNIST, 3x3 kernels, batch
+# 64, 1:1, IS of 1,000 samples every 100 updates) while other jobs ran: one
+# update cost 25-26, 54-55 and 141-157 ms of process CPU time with 32, 64
+# and 128 base filters, and 25-28, 44-58 and 175-400 ms of wall time at
+# load averages of 2 to 7. The 20 architectures of seed 0 (7, 5 and 8 of
+# the three sizes) average 82 ms of CPU time per update, so 40 runs of 700
+# updates need an estimated 40-50 minutes on cores free of other jobs,
+# plus about 8 s of model building and tracing per run. Full mode keeps
+# its 20,000.
 QUICK_UPDATES = 700
 
 
@@ -191,11 +193,11 @@ class ArchitectureTransfer:
         seed: GAN seed of architecture 0.
         directory: work directory of the checkpoint.
         identity: JSON-ready dict that a resumed checkpoint must match, for
-            example the controller's path and fingerprint. Defaults to {}.
+            example the controller's weight fingerprint. Defaults to {}.
 
     Attributes:
-        entries: one dict per architecture: index, architecture, seed and
-            the finished runs under `WITHOUT` and `WITH`.
+        entries: one dict per architecture: index, architecture, label,
+            seed and the finished runs under `WITHOUT` and `WITH`.
     """
 
     def __init__(self, settings, controller, images, classifier,
@@ -213,6 +215,9 @@ class ArchitectureTransfer:
              "label": architecture.label, "seed": self.seed + index}
             for index, architecture in enumerate(self.architectures)
         ]
+        # Checkpoint entries beyond this experiment's architectures, from
+        # a run with a larger n. `save` writes them back unchanged.
+        self._later_entries = []
 
     @property
     def state_path(self):
@@ -254,9 +259,11 @@ class ArchitectureTransfer:
                 "Rerun with the checkpoint's settings, pass another "
                 f"--work-dir, or delete {self.directory}."
             )
+        self._later_entries = []
         for stored in state["entries"]:
             index = stored["index"]
             if index >= len(self.entries):
+                self._later_entries.append(stored)
                 continue
             entry = self.entries[index]
             if stored["architecture"] != entry["architecture"]:
@@ -274,7 +281,8 @@ class ArchitectureTransfer:
     def save(self):
         """Write every finished run to the state file, atomically."""
         os.makedirs(self.directory, exist_ok=True)
-        state = {"config": self.config(), "entries": self.entries}
+        state = {"config": self.config(),
+                 "entries": self.entries + self._later_entries}
         temporary = self.state_path + ".tmp"
         with open(temporary, "w") as f:
             json.dump(state, f)

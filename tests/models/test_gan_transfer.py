@@ -240,6 +240,27 @@ def test_resume_rejects_changed_settings(images, classifier, controller,
         architecture.resume()
 
 
+def test_smaller_n_keeps_later_entries(images, classifier, controller,
+                                      tmp_path):
+    two = gt.sample_architectures(2, seed=5)
+    larger = _runner(tmp_path, images, classifier, controller,
+                     architectures=two)
+    larger.entries[0][gt.WITHOUT] = {"final": 1.5}
+    larger.entries[1][gt.WITHOUT] = {"final": 1.25}
+    larger.entries[1][gt.WITH] = {"final": 2.0}
+    larger.save()
+
+    smaller = _runner(tmp_path, images, classifier, controller,
+                      architectures=two[:1])
+    assert smaller.resume() == 1
+    smaller.save()
+
+    state = json.loads((tmp_path / gt.STATE_FILE).read_text())
+    assert [entry["index"] for entry in state["entries"]] == [0, 1]
+    assert state["entries"][1][gt.WITH] == {"final": 2.0}
+    assert state["entries"][1][gt.WITHOUT] == {"final": 1.25}
+
+
 def test_controller_fingerprint_tracks_weights(controller):
     fingerprint = gt.controller_fingerprint(controller)
     assert fingerprint == gt.controller_fingerprint(controller)
@@ -290,6 +311,9 @@ def test_architectures_cli_end_to_end(tiny_architectures_cli, tmp_path,
     metadata = json.loads(
         (Path(SHIPPED_CONTROLLER) / "metadata.json").read_text())
     assert results["controller_training"] == metadata["training"]
+    scales = dict(zip(metadata["feature_names"], metadata["feature_scale"]))
+    assert f"divided by {scales['grad_norm/generator']:g}" in results[
+        "controller_inputs_note"]
     expected = gt.sample_architectures(2, seed=1)
     assert [e["architecture"] for e in results["architectures"]] == [
         a.to_dict() for a in expected]
