@@ -70,9 +70,9 @@ def run(args, command):
 def check_options(args):
     """Reject options given for the experiment that does not read them."""
     wrong = ARCHITECTURES_ONLY if args.name == DATA else DATA_ONLY
-    given = [name for name in wrong if getattr(args, name) is not None]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+    misplaced = [name for name in wrong if getattr(args, name) is not None]
+    if misplaced:
+        flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
         other = ARCHITECTURES if args.name == DATA else DATA
         raise UsageError(
             f"{flags} apply to `transfer {other}` only. Received them with "

@@ -59,15 +59,15 @@ WITHOUT, WITH = "without_controller", "with_controller"
 METHODS = (WITHOUT, WITH)
 STATE_FILE = "transfer_state.json"
 # Updates per GAN run in quick mode, sized so that 40 runs take roughly
-# 45-60 minutes on 2 CPU cores. Measured there (MNIST, 3x3 kernels, batch
-# 64, 1:1, IS of 1,000 samples every 100 updates) while other jobs ran: one
-# update cost 25-26, 54-55 and 141-157 ms of process CPU time with 32, 64
-# and 128 base filters, and 25-28, 44-58 and 175-400 ms of wall time at
-# load averages of 2 to 7. The 20 architectures of seed 0 (7, 5 and 8 of
-# the three sizes) average 82 ms of CPU time per update, so 40 runs of 700
-# updates need an estimated 40-50 minutes on cores free of other jobs,
-# plus about 8 s of model building and tracing per run. Full mode keeps
-# its 20,000.
+# 45-60 minutes on 2 CPU cores. Timing runs there (MNIST, 3x3 kernels,
+# batch 64, 1:1, IS of 1,000 samples every 100 updates) shared the cores
+# with other jobs. One update cost 25-26, 54-55 and 141-157 ms of process
+# CPU time with 32, 64 and 128 base filters, and 25-28, 44-58 and 175-400
+# ms of wall time at load averages of 2 to 7. The 20 architectures of
+# seed 0 (7, 5 and 8 of the three sizes) average 82 ms of CPU time per
+# update. So 40 runs of 700 updates need an estimated 40-50 minutes on
+# cores free of other jobs, plus about 8 s of model building and tracing
+# per run. Full mode keeps its 20,000.
 QUICK_UPDATES = 700
 
 
@@ -362,14 +362,14 @@ def summarize_pairs(entries, fail_below=None):
     if fail_below is None:
         return summary
     failed = (without < fail_below) & (with_controller < fail_below)
-    kept = differences[~failed]
+    remaining = differences[~failed]
     summary.update({
         "failed": [entry["index"] for entry, bad in zip(entries, failed)
                    if bad],
-        "compared_excluding_failed": int(kept.size),
-        "helped_excluding_failed": int(np.sum(kept > 0)),
+        "compared_excluding_failed": int(remaining.size),
+        "helped_excluding_failed": int(np.sum(remaining > 0)),
         "mean_difference_excluding_failed": (
-            float(kept.mean()) if kept.size else None
+            float(remaining.mean()) if remaining.size else None
         ),
     })
     return summary
