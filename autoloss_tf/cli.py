@@ -9,6 +9,8 @@ Examples:
     autoloss plot benchmarks/results/regression.json
     autoloss train-controller gan --out runs/gan --runs 5
     autoloss compare gan --trials 3 --controller runs/gan --json gan.json
+    autoloss transfer gan-architectures --n 20 --json architectures.json
+    autoloss transfer gan-data --dataset fashion_mnist --json fashion.json
 """
 
 import argparse
@@ -28,6 +30,7 @@ TASKS = L1_TASKS + (GAN_TASK,)
 TASK_COMMANDS = ("train-controller", "guide", "compare")
 L1_COMPARE_TRIALS, GAN_COMPARE_TRIALS = 10, 3
 STUDIES = ("lambda-robustness", "budget", "transfer-data", "ablation")
+TRANSFERS = ("gan-architectures", "gan-data")
 
 
 def build_parser():
@@ -134,12 +137,19 @@ def build_parser():
                             "classification)")
     study.set_defaults(dataset="synthetic")
 
+    transfer = commands.add_parser(
+        "transfer",
+        help="guide GANs of sampled architectures (Figure 4, left) or on "
+             "another data set with a trained MNIST GAN controller",
+    )
+    _add_transfer_arguments(transfer)
+
     plot = commands.add_parser("plot", help="draw PNG plots of a results file")
     plot.add_argument("file", help="a compare or study JSON, or a controller "
                                    "history.json")
     parser.subcommands = {
         "train-controller": train, "guide": guide, "compare": compare,
-        "study": study, "plot": plot,
+        "study": study, "transfer": transfer, "plot": plot,
     }
     plot.add_argument("--out", default=None,
                       help="PNG path (default: FILE with .png)")
@@ -162,6 +172,51 @@ def _add_task_arguments(parser, seed_help):
                         help="gan only: quick (3000 updates, kernel 3, for "
                              "CPUs) or full (the paper's settings, for a "
                              "GPU) (default quick)")
+
+
+def _add_transfer_arguments(parser):
+    parser.add_argument(
+        "name", choices=TRANSFERS,
+        help="gan-architectures: sampled DCGAN architectures, each trained "
+             "with the controller and without it (D:G 1:1); gan-data: the "
+             "default DCGAN on another data set against the fixed D:G "
+             "ratios of `compare gan`",
+    )
+    parser.add_argument("--n", type=int, default=None,
+                        help="gan-architectures: architectures to sample, "
+                             "1 to 24 (default 20)")
+    parser.add_argument("--dataset", default=None,
+                        help="gan-data: data set of the GANs (default "
+                             "fashion_mnist, the only one with a shipped IS "
+                             "classifier besides MNIST)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="gan-data: GAN runs per method (default 3)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the architecture sampling and of the "
+                             "first GAN; GAN i uses seed + i (default 0)")
+    parser.add_argument("--mode", default=None, choices=("quick", "full"),
+                        help="quick (3x3 kernels, batch 64, for CPUs) or full "
+                             "(the paper's settings, for a GPU) (default "
+                             "quick)")
+    parser.add_argument("--controller", default=None,
+                        help="exported GAN controller directory (default: "
+                             "the shipped saved_controllers/gan_mnist)")
+    parser.add_argument("--updates", type=int, default=None,
+                        help="updates (D + G) per GAN run, a multiple of the "
+                             "segment length (default: 800 quick for "
+                             "gan-architectures, 3000 quick for gan-data, "
+                             "20000 full)")
+    parser.add_argument("--json", default=None,
+                        help="write results to this JSON file")
+    parser.add_argument("--work-dir", default=None,
+                        help="gan-architectures: where the checkpoint goes; "
+                             "a rerun with the same settings resumes it "
+                             "(default runs/transfer/gan-architectures-"
+                             "MODE-seedS)")
+    parser.add_argument("--fail-below", type=float, default=None,
+                        help="gan-architectures: also summarize without the "
+                             "architectures where both runs end below this "
+                             "IS (the paper used 6)")
 
 
 def _add_controller_argument(parser):
@@ -199,6 +254,10 @@ def main(argv=None):
             commands.compare(args, command)
         elif args.command == "study":
             commands.study(args, command)
+        elif args.command == "transfer":
+            from autoloss_tf import transfer_commands
+
+            transfer_commands.run(args, command)
         elif args.command == "plot":
             commands.plot(args)
     except commands.COMMAND_ERRORS as error:
@@ -206,9 +265,10 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         print(
-            "\nautoloss: interrupted. Controller training keeps its last "
-            "checkpoint: rerun the same command to resume (train-controller "
-            "needs --resume).", file=sys.stderr,
+            "\nautoloss: interrupted. Controller training, studies and "
+            "transfer gan-architectures keep their last checkpoint: rerun "
+            "the same command to resume (train-controller needs --resume).",
+            file=sys.stderr,
         )
         return 130
     return 0

@@ -616,6 +616,12 @@ def plot(args):
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
     out = args.out or os.path.splitext(args.file)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if isinstance(content, dict) and "transfer" in content:
+        from autoloss_tf import transfer_commands
+
+        for path in transfer_commands.plot(content, args.file, out):
+            print(f"Plot written to {path}")
+        return
     if _is_gan_result(content):
         from autoloss_tf import gan_commands
 

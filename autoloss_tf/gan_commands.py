@@ -74,12 +74,12 @@ def gan_settings(args):
     return experiments.settings_for(mode, total_updates=max_steps)
 
 
-def load_data():
-    """Return (training images, IS classifier) of the GAN task."""
+def load_data(dataset="mnist"):
+    """Return (training images, IS classifier) of the GAN task on `dataset`."""
     from autoloss_models import inception_score
 
-    return (_experiments().load_training_images(),
-            inception_score.load_classifier())
+    return (_experiments().load_training_images(dataset),
+            inception_score.load_classifier(dataset=dataset))
 
 
 def load_gan_controller(directory):
@@ -269,8 +269,11 @@ def compare(args, command):
 
 
 def summarize(methods_results, settings, args, command, loaded, trials,
-              elapsed):
-    """Return the results dictionary written by `compare gan --json`."""
+              elapsed, classifier_note="shipped MNIST classifier"):
+    """Return the results dictionary written by `compare gan --json`.
+
+    `classifier_note` names the IS classifier in `final_metric_note`.
+    """
     methods = {}
     for name, entry in methods_results.items():
         methods[name] = {key: entry[key] for key in
@@ -290,7 +293,7 @@ def summarize(methods_results, settings, args, command, loaded, trials,
         "final_metric_note": (
             f"mean IS of the last {settings.final_evaluations} evaluations "
             f"(every {settings.eval_interval} updates, "
-            f"{settings.eval_samples} samples, shipped MNIST classifier)"
+            f"{settings.eval_samples} samples, {classifier_note})"
         ),
         "controller": args.controller,
         "controller_training": (

@@ -169,8 +169,10 @@ def plot_gan_curves(results, path):
                               color=line.get_color(), alpha=0.15)
     axis.set_xlabel("updates (D + G)")
     axis.set_ylabel("Inception Score")
+    dataset = results.get("dataset")
+    data_label = "" if dataset is None else f" on {dataset}"
     axis.set_title(
-        f"gan ({results.get('mode', '?')} mode): mean of "
+        f"gan{data_label} ({results.get('mode', '?')} mode): mean of "
         f"{results['trials']} trials, shaded min to max; legend: final IS"
     )
     axis.legend(fontsize=8)
@@ -271,6 +273,58 @@ def plot_gan_controller_history(history, path):
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_ylabel("P(generator update)")
     axes[2].set_xlabel("segment (red: collapse guard fired)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_gan_architectures(results, path):
+    """Draw the final IS of each architecture without and with a controller.
+
+    Left: paired bars per architecture. Right: IS with the controller
+    against IS without it; points above the diagonal are architectures
+    the controller helped.
+    """
+    entries = results["architectures"]
+    without = np.asarray([e["without_controller"]["final"] for e in entries])
+    with_controller = np.asarray([e["with_controller"]["final"]
+                                  for e in entries])
+    positions = np.arange(len(entries))
+    figure, (bars, scatter) = plt.subplots(
+        1, 2, figsize=(max(9, 0.45 * len(entries) + 5), 4.8),
+        gridspec_kw={"width_ratios": [max(2, len(entries) / 6), 1]},
+    )
+    width = 0.4
+    bars.bar(positions - width / 2, without, width,
+             label=f"without ({results['baseline']})")
+    bars.bar(positions + width / 2, with_controller, width,
+             label="with controller")
+    bars.set_xticks(positions,
+                    [f"{e['index']}: {e['label']}" for e in entries],
+                    rotation=90, fontsize=7)
+    bars.set_ylabel("final Inception Score")
+    bars.legend(fontsize=8)
+    summary = results["summary"]
+    figure.suptitle(
+        f"{results['n']} architectures, {results['updates_per_run']} updates "
+        f"per run ({results['mode']} mode): final IS higher with the "
+        f"controller in {summary['helped']} of {summary['compared']}, mean "
+        f"difference {summary['mean_difference']:+.2f}", fontsize=10,
+    )
+    scatter.scatter(without, with_controller, s=18)
+    for entry, x, y in zip(entries, without, with_controller):
+        scatter.annotate(str(entry["index"]), (x, y), fontsize=7,
+                         xytext=(3, 3), textcoords="offset points")
+    low = float(min(without.min(), with_controller.min()))
+    high = float(max(without.max(), with_controller.max()))
+    margin = 0.05 * max(high - low, 0.1)
+    limits = (low - margin, high + margin)
+    scatter.plot(limits, limits, color="gray", linewidth=0.8)
+    scatter.set_xlim(limits)
+    scatter.set_ylim(limits)
+    scatter.set_xlabel("final IS without the controller")
+    scatter.set_ylabel("final IS with the controller")
+    scatter.set_title("labels: architecture index", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

