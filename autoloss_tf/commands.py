@@ -616,6 +616,12 @@ def plot(args):
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
     out = args.out or os.path.splitext(args.file)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    from autoloss_tf import nmt_commands
+
+    if nmt_commands.is_nmt_result(content):
+        for path in nmt_commands.plot(content, out):
+            print(f"Plot written to {path}")
+        return
     if _is_gan_result(content):
         from autoloss_tf import gan_commands
 
