@@ -13,13 +13,20 @@ import pytest
 import tensorflow as tf
 
 from autoloss_models import nmt_experiments as ne
-from autoloss_models import seq2seq
 from autoloss_tf import FixedSchedule
 from autoloss_tf import cli
 
-from conftest import BOS
-from conftest import EOS
-from conftest import LENGTH
+from tiny_nmt_corpus import BOS
+from tiny_nmt_corpus import EOS
+from tiny_nmt_corpus import LENGTH
+from tiny_nmt_corpus import make_tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus():
+    """Return the default tiny corpus (64 / 16 / 16 sentences)."""
+    return make_tiny_corpus()
+
 
 TINY = dict(
     budget_seconds=1e6, segment_length=4, batch_size=8, embedding_dim=8,

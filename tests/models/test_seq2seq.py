@@ -1,7 +1,7 @@
 """Tests of the multi-task seq2seq model on a tiny synthetic corpus.
 
 Each new model traces its train step once (several seconds on 2 cores),
-so the step tests share one fitted model per optimizer state.
+so the step tests share one fitted model.
 """
 
 import math
@@ -15,8 +15,16 @@ from autoloss_models import seq2seq
 from autoloss_tf import CyclicSchedule
 from autoloss_tf import feature_names
 
-from conftest import BOS
-from conftest import EOS
+from tiny_nmt_corpus import BOS
+from tiny_nmt_corpus import EOS
+from tiny_nmt_corpus import make_tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus():
+    """Return the default tiny corpus (64 / 16 / 16 sentences)."""
+    return make_tiny_corpus()
+
 
 TINY = dict(source_vocabulary_size=16, target_vocabulary_size=19,
             num_pos_tags=5, num_lemma_classes=4, embedding_dim=8,

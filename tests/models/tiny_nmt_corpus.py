@@ -10,7 +10,6 @@ functions of the source id, so all three tasks can be learned.
 import dataclasses
 
 import numpy as np
-import pytest
 
 BOS, EOS = 1, 2
 SOURCE_VOCABULARY = 16
@@ -76,9 +75,3 @@ def make_tiny_corpus(seed=0, train=64, valid=16, test=16):
         pos_tags=["-", "A", "B", "C", "D"],
         lemma_classes=["-", "x", "y", "z"],
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus():
-    """Return the default `TinyCorpus` (64 / 16 / 16 sentences)."""
-    return make_tiny_corpus()
