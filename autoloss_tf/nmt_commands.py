@@ -107,8 +107,8 @@ class _BudgetBar:
     """A tqdm bar over the counted seconds of a sequence of runs.
 
     `show(run)` moves it to the finished runs' budgets plus the seconds of
-    `run`; a run object it has not seen before counts the previous one as
-    finished.
+    `run`. A run object that it has not seen before marks the previous run
+    as finished.
     """
 
     def __init__(self, runs, budget_seconds, description, finished_runs=0):
@@ -252,6 +252,7 @@ def guide(args):
         )
     settings = nmt_settings(args)
     loaded = load_nmt_controller(args.controller)
+
     experiments.set_seeds(args.seed)
     corpus = load_corpus(settings)
     bar = _BudgetBar(1, settings.budget_seconds, "guided nmt")
@@ -262,6 +263,7 @@ def guide(args):
         )
     finally:
         bar.close()
+
     mean = np.mean([point[1:] for point in result["probabilities"]], axis=0)
     shares = ", ".join(f"{name} {value:.2f}" for name, value in
                        zip(experiments.ACTION_NAMES, mean))

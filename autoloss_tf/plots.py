@@ -288,9 +288,9 @@ _NMT_AXES = (
 def plot_nmt_curves(results, path):
     """Draw validation perplexity per method against seconds and steps.
 
-    One panel each for counted seconds, total steps and translation steps;
-    every trial is one line, and the legend gives the final perplexity
-    (mean over trials).
+    The three panels have counted seconds, total steps and translation
+    steps on the x axis. Every trial is one line, and the legend gives the
+    final perplexity (mean over trials).
     """
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

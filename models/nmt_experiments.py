@@ -22,11 +22,12 @@ tasks:
   rate and add no transitions.
 
 Task size. All three tasks label the same sentences here, so FixedRatio
-weighs a task by its labelled tokens in the training split: a translation
-example counts its source and target tokens, a tagging example its
-source positions that have a label. This gives about 0.5 / 0.25 / 0.25
-for mt / pos / lemma (the exact values are computed from the corpus and
-stated in the results).
+weighs a task by its labelled tokens in the training split. A translation
+example counts its source and target subwords, and a tagging example its
+source positions that have a label (one per German word). On the de-en
+dictionary corpus with the quick settings this gives 0.604 / 0.198 /
+0.198 for mt / pos / lemma (434,187 / 142,345 / 142,345 tokens). The
+probabilities used are stated in the results.
 
 Compute budget. Every method runs for the same budget of `clock` seconds
 (wall-clock time by default), the compute a user pays for. Validation
@@ -76,13 +77,13 @@ MT_ONLY, FIXED_RATIO, FINE_TUNED_MT, AUTOLOSS = (
     "MT", "FixedRatio", "FineTunedMT", "AutoLoss")
 METHODS = (MT_ONLY, FIXED_RATIO, FINE_TUNED_MT, AUTOLOSS)
 # Divisors of the controller's inputs, in FEATURE_NAMES order, so every
-# input is of order 1: progress; normalized gradient norms of mt, pos,
-# lemma; training losses; validation loss, its EMA and the EMA of its
-# differences; validation losses of pos and lemma; the three gaps.
-# NOTE: the gradient norm and loss scales are readings of a few hundred
-# quick-mode steps on synthetic data with vocabularies of 3,000; the real
-# corpus may shift them by a small factor.
-FEATURE_SCALE = (1.0, 1e-3, 1e-4, 1e-4, 5.0, 2.0, 2.0, 5.0, 5.0, 0.01,
+# input is of order 1. The readings behind them come from a 600-step
+# quick-mode FixedRatio run (seed 0) on the de-en corpus: normalized
+# gradient norms 3e-4 to 1.1e-3; training losses 5.3-6.0 (mt), 1.9-3.4
+# (pos) and 1.1-2.1 (lemma); validation loss 5.3-5.9 and its EMA 6.8-7.7;
+# EMA of its differences -0.19 to -0.16; tagger validation losses 1.3-4.0;
+# gaps 0 to 1.9.
+FEATURE_SCALE = (1.0, 1e-3, 1e-3, 1e-3, 5.0, 2.0, 2.0, 5.0, 5.0, 0.1,
                  2.0, 2.0, 1.0, 1.0, 1.0)
 CHECKPOINT_FILE = "checkpoint.npz"
 HISTORY_FILE = "history.json"
@@ -180,16 +181,22 @@ class NmtSettings:
         return values
 
 
-# Quick mode: the sizes of a 2-core study of this model (embedding 128,
-# 64 units per encoder direction, vocabularies of about 3,000, length 30,
-# batch 64). 360 counted seconds per run leave room for the uncounted
-# evaluations, so the 12 runs of `compare nmt --trials 3` take about 90
-# minutes there. PPO uses a buffer of 1,000 transitions, half the paper's,
-# so a run of several thousand steps gets several updates. Full mode uses
+# Quick mode is sized for 2 CPU cores: embedding 128, 64 units per encoder
+# direction, one layer each, Dense taggers, vocabularies of about 2,600,
+# length 30, batch 64. 360 counted seconds per run leave room for the
+# uncounted evaluations, so the 12 runs of `compare nmt --trials 3` take
+# about 90 minutes. On 2 shared cores (load average 4.4-5.5,
+# benchmarks/nmt_step_times.py) a translation step took 130-350 ms and a
+# tagging step 45-90 ms of wall time, so a run makes roughly 2,000-4,000
+# steps. Segments of 50 steps and a PPO buffer of 500 transitions, a
+# quarter of the paper's, give such a run several PPO updates. One
+# validation evaluation (968 sentences) took 0.8 s there. Full mode uses
 # the paper's appendix A.3: a 2-layer encoder of 256 units (read here as
 # 128 per direction, so that the 256-unit decoder can take dot attention
-# over it), 2-layer decoders of 256 units, batch 128, dropout 0.3, 10,000
-# subwords, PPO buffer 2,000 and minibatch 64.
+# over it), 2-layer decoders of 256 units, batch 128 and dropout 0.3. It
+# requests 10,000 subwords (the de-en dictionary corpus yields the same
+# 2,684 / 2,576 tokens as with 3,000) and uses PPO buffer 2,000 and
+# minibatch 64.
 _COMMON = dict(
     clock="wall", max_steps=None, source_length=30, target_length=30,
     lemma_classes=40, embedding_dim=128, learning_rate=5e-4,
@@ -202,11 +209,11 @@ _COMMON = dict(
 )
 _MODE_SETTINGS = {
     "quick": dict(
-        mode="quick", budget_seconds=360.0, segment_length=100,
-        expected_steps=6000, vocabulary_size=3000, valid_sentences=None,
+        mode="quick", budget_seconds=360.0, segment_length=50,
+        expected_steps=4000, vocabulary_size=3000, valid_sentences=None,
         test_sentences=None, batch_size=64, encoder_units=64,
         encoder_layers=1, decoder_layers=1, tagger_layers=0, dropout=0.0,
-        min_rate=0.5, buffer_size=1000,
+        min_rate=0.5, buffer_size=500,
     ),
     # NOTE: the one-hour budget is an estimate of what a GPU needs to get
     # near convergence on this corpus; it was not measured.

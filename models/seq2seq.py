@@ -41,8 +41,8 @@ default.
 
 Features. The core tracks per action the normalized gradient norm and the
 latest training loss, and one validation metric with its EMAs. This model
-records the validation translation loss (log perplexity) as that metric
-and adds five features: the validation losses of the two taggers
+records the validation translation loss (log perplexity) as that metric.
+It adds five features: the validation losses of the two taggers
 (`val_loss/pos`, `val_loss/lemma`) and, per task, the gap between its
 latest validation loss and its latest training loss (`val_gap/<task>`).
 The validation values change only when `refresh_validation_features`
@@ -113,11 +113,12 @@ class BidirectionalLSTM(keras.layers.Layer):
 
     The backward LSTM reads each sequence reversed within its own length
     (`tf.reverse_sequence`), so it starts at the last real token instead of
-    at the padding. Without a Keras mask the LSTMs run about twice as fast
-    on CPU (measured on a 1-layer, 64-unit, batch 64, length 30 BiLSTM on 2
-    shared cores: 27-31 ms against 48-62 ms per forward and backward pass),
-    and the outputs at real positions equal those of a masked
-    bidirectional LSTM. Outputs at padded positions are set to 0.
+    at the padding. The outputs at real positions equal those of a masked
+    bidirectional LSTM, and outputs at padded positions are set to 0.
+    Without a Keras mask the LSTMs run about twice as fast on CPU. On 2
+    shared cores, a forward and backward pass of a 1-layer, 64-unit BiLSTM
+    over batch 64 and length 30 took 27-31 ms, against 48-62 ms with a
+    mask.
 
     NOTE: the final states are taken after the whole padded length, so
     for a padded sentence they also went through its padding steps, unlike
@@ -163,11 +164,11 @@ class BidirectionalLSTM(keras.layers.Layer):
 class Encoder(keras.layers.Layer):
     """Source embedding and stacked bidirectional LSTMs.
 
-    `call(source)` returns (outputs [batch, S, 2u], final states, mask),
-    where the final states list one (h, c) pair per layer, each the
-    concatenation of the forward and backward states [batch, 2u], and the
-    mask is float32 [batch, S], 1 at non-padding positions. Source
-    sentences must be right-padded with 0.
+    `call(source)` returns (outputs [batch, S, 2u], final states, mask).
+    The final states list one (h, c) pair per layer, each the
+    concatenation of the forward and backward states [batch, 2u]. The mask
+    is float32 [batch, S], 1 at non-padding positions. Source sentences
+    must be right-padded with 0.
     """
 
     def __init__(self, vocabulary_size, embedding_dim, units, num_layers,
@@ -326,9 +327,9 @@ class Seq2SeqMultiTask(ScheduledModel):
     `fit` takes batches that are dicts of int32 arrays with the keys
     `source` [batch, S], `target_in` [batch, T] (starting with the
     beginning-of-sentence id), `target_out` [batch, T] (ending with the
-    end-of-sentence id), `pos` [batch, S] and `lemma` [batch, S]; 0 is
-    padding everywhere. Calling the model on a dict with `source` and
-    `target_in` returns the translation logits.
+    end-of-sentence id), `pos` [batch, S] and `lemma` [batch, S]. The id 0
+    is padding in all of them. Calling the model on a dict with `source`
+    and `target_in` returns the translation logits.
 
     Args:
         source_vocabulary_size: German ids, padding 0 included.
@@ -616,15 +617,15 @@ class Seq2SeqMultiTask(ScheduledModel):
     def translate(self, source, bos_id, eos_id, max_length, batch_size=256):
         """Translate source ids greedily; return int32 [n, max_length].
 
-        Each row holds the generated target ids, ending with `eos_id` if
-        the decoder emitted it, and 0 after it.
+        Each row contains the generated target ids, ending with `eos_id`
+        if the decoder emitted it, and 0 after it.
         """
         _check_batch_size(batch_size)
-        key = (int(bos_id), int(eos_id), int(max_length))
         if max_length < 1:
             raise ValueError(
                 f"`max_length` must be >= 1. Received: {max_length}."
             )
+        key = (int(bos_id), int(eos_id), int(max_length))
         if key not in self._decoders:
             self._decoders[key] = tf.function(
                 lambda ids: self._greedy_decode(ids, *key),

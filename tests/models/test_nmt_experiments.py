@@ -337,3 +337,28 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
     assert cli.main(["plot", str(result_file)]) == 0
     for suffix in ("", "_probabilities"):
         assert (tmp_path / f"nmt{suffix}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_nmt_cli_train_and_guide(tiny_cli, tmp_path, capsys):
+    out = tmp_path / "controller"
+    assert cli.main(["train-controller", "nmt", "--out", str(out),
+                     "--max-steps", "12"]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["training"]["task"] == "nmt"
+    assert metadata["training"]["task_model_steps"] == 12
+    assert metadata["feature_names"] == list(ne.FEATURE_NAMES)
+    assert cli.main(["train-controller", "nmt", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(["train-controller", "nmt", "--out", str(out),
+                     "--resume", "--seed", "2"]) == 2
+    assert "'seed': (0, 2)" in capsys.readouterr().err
+    assert cli.main(["plot", str(out / "training" / ne.HISTORY_FILE),
+                     "--out", str(tmp_path / "history.png")]) == 0
+    assert (tmp_path / "history.png").stat().st_size > 1000
+
+    assert cli.main(["guide", "nmt", "--controller", str(out),
+                     "--max-steps", "8"]) == 0
+    output = capsys.readouterr().out
+    assert "test BLEU" in output
+    assert "8 steps" in output
