@@ -52,6 +52,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1 or args.interval < 1:
         parser.error("--steps and --interval must be >= 1.")
+
     base = ne.settings_for("quick")
     corpus = ne.load_corpus(base, progress=print)
     load_before = os.getloadavg()
@@ -72,6 +73,7 @@ def main(argv=None):
             print(f"seed {seed} {state}: validation perplexity "
                   f"{result['final']:.2f} after {args.steps} steps "
                   f"({result['seconds']:.0f} s)", flush=True)
+
     record = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "schedule": ne.FIXED_RATIO,
@@ -89,6 +91,7 @@ def main(argv=None):
     path = pathlib.Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
     for state, value in record["final_mean"].items():
         print(f"{state}: mean validation perplexity {value:.2f}")
     print(f"Written to {path}")

@@ -151,10 +151,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < 1:
         parser.error("--rounds and --steps must be >= 1.")
+
     settings = ne.settings_for("quick")
     corpus = ne.load_corpus(settings, progress=print)
     load_before = os.getloadavg()
     record = measure(settings, corpus, args.rounds, args.steps, args.seed)
+
     record.update(
         command="python " + " ".join(shlex.quote(a) for a in sys.argv),
         settings=settings.to_dict(),

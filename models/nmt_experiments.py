@@ -261,6 +261,7 @@ def _check_settings(settings):
     )
     for name in positive_integers:
         _check_positive_integer(name, getattr(settings, name))
+
     for name in ("max_steps", "valid_sentences", "test_sentences"):
         value = getattr(settings, name)
         if value is not None:
@@ -271,6 +272,7 @@ def _check_settings(settings):
             "`tagger_layers` must be a non-negative integer. Received: "
             f"tagger_layers={settings.tagger_layers!r}."
         )
+
     for name in ("budget_seconds", "learning_rate", "global_clipnorm",
                  "min_rate", "reward_clip", "controller_learning_rate",
                  "clip_ratio"):
@@ -284,6 +286,7 @@ def _check_settings(settings):
             f"`clock` must be one of {CLOCKS}. Received: "
             f"clock={settings.clock!r}."
         )
+
     if settings.optimizer_state not in seq2seq.OPTIMIZER_STATES:
         raise ValueError(
             f"`optimizer_state` must be one of {seq2seq.OPTIMIZER_STATES}. "
@@ -308,6 +311,7 @@ def _check_settings(settings):
                 f"`{name}` must be >= 0. Received: "
                 f"{name}={getattr(settings, name)!r}."
             )
+
     if settings.fixed_ratio is not None:
         ratio = settings.fixed_ratio
         if len(ratio) != len(ACTION_NAMES) or min(ratio) < 0 or not (
@@ -817,7 +821,9 @@ class OnlineControllerTrainer:
         self.corpus = corpus
         self.directory = directory
         self.seed = int(seed)
-        self.controller = controller or make_controller(settings, self.seed)
+        if controller is None:
+            controller = make_controller(settings, self.seed)
+        self.controller = controller
         self.updater = ppo.PPOUpdater(
             self.controller,
             critic=ppo.ValueNetwork(

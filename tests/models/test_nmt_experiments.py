@@ -300,6 +300,7 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
     result_file = tmp_path / "nmt.json"
     assert cli.main(["compare", "nmt", "--trials", "1", "--budget-seconds",
                      "2", "--json", str(result_file)]) == 0
+
     results = json.loads(result_file.read_text())
     gan_keys = {"task", "metric", "higher_is_better", "trials", "seed",
                 "command", "mode", "settings", "final_metric_note",
@@ -310,6 +311,7 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
     assert results["higher_is_better"] is False
     assert results["settings"]["budget_seconds"] == 2.0
     assert list(results["methods"]) == list(ne.METHODS)
+
     for method, entry in results["methods"].items():
         assert len(entry["values"]) == 1
         assert entry["mean"] == entry["values"][0]
@@ -328,11 +330,13 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
         (probabilities,) = entry["probabilities"]
         assert probabilities[0][0] == 4
         assert sum(probabilities[0][1:]) == pytest.approx(1.0)
+
     mt_only = results["methods"][ne.MT_ONLY]
     assert mt_only["mt_steps"]["values"] == [4]
     assert mt_only["probabilities"][0][0][1:] == [1.0, 0.0, 0.0]
     (history,) = results["methods"][ne.AUTOLOSS]["controller_history"]
     assert [entry["reward"] for entry in history] == [None]
+
     assert "valid PPL" in capsys.readouterr().out
     assert cli.main(["plot", str(result_file)]) == 0
     for suffix in ("", "_probabilities"):
