@@ -341,6 +341,7 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
         methods[name]["curves"] = [run["curve"] for run in runs]
         methods[name]["probabilities"] = [run["probabilities"]
                                           for run in runs]
+        methods[name]["examples"] = runs[0]["examples"]
         if "controller_history" in runs[0]:
             methods[name]["controller_history"] = [
                 run["controller_history"] for run in runs

@@ -43,7 +43,14 @@ from the step rate so far.
 NOTE: on shared CPU cores the step rate depends on the other processes
 running at the same time, so wall-clock budgets of runs made at
 different times are not equally large in compute. `clock="process"`
-counts this process's CPU time instead.
+counts this process's CPU time instead. On 2 shared cores, CPU time per
+translation step varied by about 10% between rounds and wall time by
+2.7x (benchmarks/nmt_step_times.py).
+
+NOTE: a quick-mode run gives the online controller only a few PPO updates.
+In a 150 s smoke run on 2 shared cores it got 3, and its task
+probabilities stayed between 0.29 and 0.39, so quick-mode AutoLoss is
+close to a uniform task mix.
 """
 
 import collections
@@ -670,13 +677,29 @@ class NmtRun:
         self.probabilities.append([self.step] + [float(p) for p in mean])
         return steps
 
-    def test_results(self, corpus, bos_id, eos_id):
-        """Return test perplexity and corpus BLEU (not counted)."""
+    def test_results(self, corpus, bos_id, eos_id, examples=3):
+        """Return test perplexity, corpus BLEU and a few translations.
+
+        None of it is counted in the budget. `examples` lists the first
+        test sentences with their reference and greedy translation.
+        """
         test = SplitView(corpus.test, self.settings.test_sentences)
         result = self.model.evaluate_split(test)
-        bleu = translation_bleu(self.model, corpus, test, bos_id, eos_id,
-                                self.settings.target_length)
-        return {"test_perplexity": result["mt_perplexity"], "bleu": bleu}
+        references, hypotheses = translate_split(
+            self.model, corpus, test, bos_id, eos_id,
+            self.settings.target_length,
+        )
+        sources = list(getattr(corpus.test, "german", []))
+        shown = []
+        for index in range(min(examples, len(references))):
+            shown.append({
+                "source": sources[index] if index < len(sources) else None,
+                "reference": " ".join(references[index]),
+                "translation": " ".join(hypotheses[index]),
+            })
+        return {"test_perplexity": result["mt_perplexity"],
+                "bleu": corpus_bleu(references, hypotheses),
+                "examples": shown}
 
     def summary(self):
         """Return the run's curves and counters as a JSON-ready dict."""
@@ -1190,12 +1213,12 @@ def target_tokens(corpus, ids, eos_id):
     return str(detokenize(ids)).split()
 
 
-def translation_bleu(model, corpus, split, bos_id, eos_id, max_length):
-    """Return the corpus BLEU of greedy translations of a split, in [0, 1].
+def translate_split(model, corpus, split, bos_id, eos_id, max_length):
+    """Return (references, hypotheses) word tokens of a split.
 
-    References are the split's `target_out` ids, detokenized in the same
-    way as the translations, so both sides went through the subword
-    vocabulary.
+    The hypotheses are greedy translations. The references are the split's
+    `target_out` ids, detokenized in the same way as the translations, so
+    both sides went through the subword vocabulary.
     """
     hypotheses_ids = model.translate(split.source, bos_id, eos_id,
                                      max_length)
@@ -1203,7 +1226,7 @@ def translation_bleu(model, corpus, split, bos_id, eos_id, max_length):
                   for row in split.target_out]
     hypotheses = [target_tokens(corpus, row, eos_id)
                   for row in hypotheses_ids]
-    return corpus_bleu(references, hypotheses)
+    return references, hypotheses
 
 
 def summarize_runs(runs):

@@ -296,7 +296,8 @@ def test_nmt_cli_argument_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
+def test_nmt_cli_compare_end_to_end(tiny_cli, tiny_corpus, tmp_path,
+                                   capsys):
     result_file = tmp_path / "nmt.json"
     assert cli.main(["compare", "nmt", "--trials", "1", "--budget-seconds",
                      "2", "--json", str(result_file)]) == 0
@@ -330,6 +331,11 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tmp_path, capsys):
         (probabilities,) = entry["probabilities"]
         assert probabilities[0][0] == 4
         assert sum(probabilities[0][1:]) == pytest.approx(1.0)
+
+    examples = results["methods"][ne.MT_ONLY]["examples"]
+    assert len(examples) == 3
+    assert examples[0]["reference"] == " ".join(
+        ne.target_tokens(tiny_corpus, tiny_corpus.test.target_out[0], EOS))
 
     mt_only = results["methods"][ne.MT_ONLY]
     assert mt_only["mt_steps"]["values"] == [4]
