@@ -18,8 +18,8 @@ tasks:
 
   where P is the validation translation perplexity at segment
   boundaries (the sign is flipped because lower is better). Every step of
-  the segment gets R. The first two segments of a run have no earlier
-  rate and add no transitions.
+  the segment gets R. The first segment of a run has no earlier rate,
+  so it gets no reward and adds no transitions.
 
 Task size. All three tasks label the same sentences here, so FixedRatio
 weighs a task by its labelled tokens in the training split. A translation
@@ -36,9 +36,10 @@ in the budget only for AutoLoss, because its reward and features need
 them. The controller's work (its forward pass in every step, its PPO
 updates) counts too, and so does graph tracing in the first chunk of
 every run. Curves are recorded against counted seconds, total steps and
-translation steps. With `max_steps` set, a run also stops at that many
-steps, and the progress feature uses it as T. Otherwise T is estimated
-from the step rate so far.
+translation steps. A run trains at least one chunk of T steps, and it
+stops at the first chunk end past its budget. With `max_steps` set, a run
+also stops at that many steps, and the progress feature t / T takes it as
+its T. Otherwise that T is estimated from the step rate so far.
 
 NOTE: on shared CPU cores the step rate depends on the other processes
 running at the same time, so wall-clock budgets of runs made at
@@ -84,12 +85,12 @@ MT_ONLY, FIXED_RATIO, FINE_TUNED_MT, AUTOLOSS = (
     "MT", "FixedRatio", "FineTunedMT", "AutoLoss")
 METHODS = (MT_ONLY, FIXED_RATIO, FINE_TUNED_MT, AUTOLOSS)
 # Divisors of the controller's inputs, in FEATURE_NAMES order, so every
-# input is of order 1. The readings behind them come from a 600-step
-# quick-mode FixedRatio run (seed 0) on the de-en corpus: normalized
-# gradient norms 3e-4 to 1.1e-3; training losses 5.3-6.0 (mt), 1.9-3.4
-# (pos) and 1.1-2.1 (lemma); validation loss 5.3-5.9 and its EMA 6.8-7.7;
-# EMA of its differences -0.19 to -0.16; tagger validation losses 1.3-4.0;
-# gaps 0 to 1.9.
+# input is of order 1. They come from the readings of a 600-step
+# quick-mode FixedRatio run (seed 0) on the de-en corpus. The normalized
+# gradient norms were 3e-4 to 1.1e-3. The training losses were 5.3-6.0
+# (mt), 1.9-3.4 (pos) and 1.1-2.1 (lemma). The validation loss was 5.3-5.9,
+# its EMA 6.8-7.7 and the EMA of its differences -0.19 to -0.16. The
+# tagger validation losses were 1.3-4.0 and the gaps 0 to 1.9.
 FEATURE_SCALE = (1.0, 1e-3, 1e-3, 1e-3, 5.0, 2.0, 2.0, 5.0, 5.0, 0.1,
                  2.0, 2.0, 1.0, 1.0, 1.0)
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -301,7 +302,8 @@ def _check_settings(settings):
         )
     if not 0.0 <= settings.dropout < 1.0:
         raise ValueError(
-            f"`dropout` must be in [0, 1). Received: {settings.dropout!r}."
+            "`dropout` must be in [0, 1). Received: "
+            f"dropout={settings.dropout!r}."
         )
     if not 0.0 < settings.fine_tune_fraction < 1.0:
         raise ValueError(
@@ -690,16 +692,16 @@ class NmtRun:
             self.settings.target_length,
         )
         sources = list(getattr(corpus.test, "german", []))
-        shown = []
+        example_rows = []
         for index in range(min(examples, len(references))):
-            shown.append({
+            example_rows.append({
                 "source": sources[index] if index < len(sources) else None,
                 "reference": " ".join(references[index]),
                 "translation": " ".join(hypotheses[index]),
             })
         return {"test_perplexity": result["mt_perplexity"],
                 "bleu": corpus_bleu(references, hypotheses),
-                "examples": shown}
+                "examples": example_rows}
 
     def summary(self):
         """Return the run's curves and counters as a JSON-ready dict."""
