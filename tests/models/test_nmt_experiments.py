@@ -143,6 +143,20 @@ def test_mt_only_schedule(tiny_corpus):
     assert (_actions(schedule, 10) == 0).all()
 
 
+def test_starting_controller_is_copied():
+    settings = _tiny_settings()
+    source = ne.make_controller(settings, seed=5)
+    source.output_layer.bias.assign([1.0, 2.0, 3.0])
+    copy = ne._copy_controller(source, settings, seed=0)
+    assert copy is not source
+    for left, right in zip(copy.weights, source.weights):
+        np.testing.assert_array_equal(left.numpy(), right.numpy())
+    wider = ne.make_controller(ne.settings_for(
+        "quick", controller_hidden_units=8), seed=0)
+    with pytest.raises(ValueError, match="other layer sizes"):
+        ne._copy_controller(wider, settings, seed=0)
+
+
 # Rewards and BLEU.
 
 class _Curve:
