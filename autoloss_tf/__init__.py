@@ -16,6 +16,8 @@ from autoloss_tf.export import load_controller
 from autoloss_tf.export import load_schedule
 from autoloss_tf.features import FeatureTracker
 from autoloss_tf.features import feature_names
+from autoloss_tf.ppo import PPOUpdater
+from autoloss_tf.ppo import ValueNetwork
 from autoloss_tf.scheduled_model import ScheduledModel
 from autoloss_tf.schedules import CyclicSchedule
 from autoloss_tf.schedules import FixedSchedule

@@ -11,6 +11,7 @@ Examples:
     autoloss compare gan --trials 3 --controller runs/gan --json gan.json
     autoloss transfer gan-architectures --n 20 --json architectures.json
     autoloss transfer gan-data --dataset fashion_mnist --json fashion.json
+    autoloss compare nmt --trials 3 --json nmt.json
 """
 
 import argparse
@@ -25,7 +26,8 @@ DEFAULT_CONTROLLERS = os.path.join(
 )
 L1_TASKS = ("regression", "classification")
 GAN_TASK = "gan"
-TASKS = L1_TASKS + (GAN_TASK,)
+NMT_TASK = "nmt"
+TASKS = L1_TASKS + (GAN_TASK, NMT_TASK)
 # Sub-commands whose first argument is a task of TASKS.
 TASK_COMMANDS = ("train-controller", "guide", "compare")
 L1_COMPARE_TRIALS, GAN_COMPARE_TRIALS = 10, 3
@@ -73,8 +75,9 @@ def build_parser():
                        choices=("mlp", "linear"),
                        help="controller network (default mlp)")
     train.add_argument("--runs", type=int, default=None,
-                       help="gan only: total GAN runs the controller trains "
-                            "along with, counting resumed ones (default 5)")
+                       help="gan and nmt: total task-model runs the "
+                            "controller trains along with, counting resumed "
+                            "ones (default 5 for gan, 1 for nmt)")
 
     guide = commands.add_parser(
         "guide", help="train one new task model on fresh data under a controller"
@@ -93,9 +96,9 @@ def build_parser():
                         "(default 0)")
     _add_controller_argument(compare)
     compare.add_argument("--trials", type=int, default=None,
-                         help="fresh data sets, or GAN runs per method for "
-                              f"gan (default {L1_COMPARE_TRIALS}, "
-                              f"{GAN_COMPARE_TRIALS} for gan)")
+                         help="fresh data sets, or runs per method for gan "
+                              f"and nmt (default {L1_COMPARE_TRIALS}, "
+                              f"{GAN_COMPARE_TRIALS} for gan and nmt)")
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
 
@@ -167,11 +170,21 @@ def _add_task_arguments(parser, seed_help):
                              "the task's, 20000 for regression, 2000 for "
                              "classification); for gan, the updates per GAN "
                              "run, a multiple of the segment length "
-                             "(default 3000 quick, 20000 full)")
+                             "(default 3000 quick, 20000 full); for nmt, a "
+                             "step limit on top of the time budget (default "
+                             "none)")
     parser.add_argument("--mode", default=None, choices=("quick", "full"),
-                        help="gan only: quick (3000 updates, kernel 3, for "
-                             "CPUs) or full (the paper's settings, for a "
-                             "GPU) (default quick)")
+                        help="gan and nmt: quick (small settings for CPUs: "
+                             "for gan 3000 updates with kernel 3, for nmt "
+                             "360 s runs of a 1-layer model) or full (the "
+                             "paper's settings, for a GPU) (default quick)")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="nmt only: counted seconds per run (default "
+                             "360 quick, 3600 full)")
+    parser.add_argument("--clock", default=None, choices=("wall", "process"),
+                        help="nmt only: what the budget counts, wall-clock "
+                             "time or this process's CPU time (default "
+                             "wall)")
 
 
 def _add_transfer_arguments(parser):
@@ -224,7 +237,8 @@ def _add_controller_argument(parser):
                         help="exported controller directory (default: the "
                              "shipped one for the L1 task; gan has none, so "
                              "compare gan without it runs the fixed ratios "
-                             "only)")
+                             "only; for compare nmt, the weights that every "
+                             "online AutoLoss run starts from)")
 
 
 def main(argv=None):
@@ -235,17 +249,24 @@ def main(argv=None):
     command = "autoloss " + " ".join(argv)
     from autoloss_tf import commands
     from autoloss_tf import gan_commands
+    from autoloss_tf import nmt_commands
 
     task = getattr(args, "task", None) if args.command in TASK_COMMANDS else None
     if args.command == "compare" and args.trials is None:
         args.trials = (
-            GAN_COMPARE_TRIALS if task == GAN_TASK else L1_COMPARE_TRIALS
+            GAN_COMPARE_TRIALS if task in (GAN_TASK, NMT_TASK)
+            else L1_COMPARE_TRIALS
         )
     try:
         if task is not None:
-            gan_commands.check_options(task, _explicit_options(parser, args))
+            explicit = _explicit_options(parser, args)
+            nmt_commands.check_options(task, explicit)
+            if task != NMT_TASK:
+                gan_commands.check_options(task, explicit)
         if task == GAN_TASK:
-            _run_gan_command(args, command, gan_commands)
+            _run_task_command(args, command, gan_commands)
+        elif task == NMT_TASK:
+            _run_task_command(args, command, nmt_commands)
         elif args.command == "train-controller":
             commands.train_controller(args, command)
         elif args.command == "guide":
@@ -284,13 +305,13 @@ def _explicit_options(parser, args):
     }
 
 
-def _run_gan_command(args, command, gan_commands):
+def _run_task_command(args, command, task_commands):
     if args.command == "train-controller":
-        gan_commands.train_controller(args, command)
+        task_commands.train_controller(args, command)
     elif args.command == "guide":
-        gan_commands.guide(args)
+        task_commands.guide(args)
     else:
-        gan_commands.compare(args, command)
+        task_commands.compare(args, command)
 
 
 if __name__ == "__main__":

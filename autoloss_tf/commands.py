@@ -622,6 +622,12 @@ def plot(args):
         for path in transfer_commands.plot(content, args.file, out):
             print(f"Plot written to {path}")
         return
+    from autoloss_tf import nmt_commands
+
+    if nmt_commands.is_nmt_result(content):
+        for path in nmt_commands.plot(content, out):
+            print(f"Plot written to {path}")
+        return
     if _is_gan_result(content):
         from autoloss_tf import gan_commands
 

@@ -21,7 +21,7 @@ TASK = "gan"
 DEFAULT_RUNS = 5
 DEFAULT_TRIALS = 3
 # Options of `train-controller`, `guide` and `compare` that only the L1
-# tasks read, and those that only the GAN task reads.
+# tasks read, and those that only the GAN and NMT tasks read.
 L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
                    "data_sets", "baseline", "controller_kind", "dataset")
 GAN_ONLY_OPTIONS = ("runs", "mode")
@@ -47,7 +47,7 @@ def check_options(task, explicit):
         rule = "apply to the L1 tasks (regression, classification) only"
     else:
         wrong = [name for name in GAN_ONLY_OPTIONS if name in explicit]
-        rule = "apply to the gan task only"
+        rule = "apply to the gan and nmt tasks only"
     if wrong:
         flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
         raise UsageError(

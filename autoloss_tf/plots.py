@@ -328,3 +328,100 @@ def plot_gan_architectures(results, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+# NMT ---------------------------------------------------------------------
+
+_NMT_AXES = (
+    (0, "counted seconds"),
+    (1, "steps (all tasks)"),
+    (2, "translation steps"),
+)
+
+
+def plot_nmt_curves(results, path):
+    """Draw validation perplexity per method against seconds and steps.
+
+    The three panels have counted seconds, total steps and translation
+    steps on the x axis. Every trial is one line, and the legend gives the
+    final perplexity (mean over trials).
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (method, entry) in enumerate(results["methods"].items()):
+        color = colors[index % len(colors)]
+        for trial, curve in enumerate(entry["curves"]):
+            points = np.asarray(curve, dtype="float64")
+            label = f"{method} ({entry['mean']:.1f})" if trial == 0 else None
+            for axis, (column, _) in zip(axes, _NMT_AXES):
+                axis.plot(points[:, column], points[:, 3], color=color,
+                          alpha=0.8, linewidth=1.2, label=label)
+    for axis, (_, name) in zip(axes, _NMT_AXES):
+        axis.set_xlabel(name)
+        axis.set_yscale("log")
+    axes[0].set_ylabel("validation perplexity")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(
+        f"nmt ({results.get('mode', '?')} mode): {results['trials']} "
+        "trial(s), one line each; legend: final perplexity, mean"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_nmt_probabilities(results, path):
+    """Draw each method's probability of each task over training steps.
+
+    For AutoLoss the probability is the controller's softmax output,
+    averaged over the steps of each segment and over trials. For the
+    baselines it is their schedule's probability.
+    """
+    methods = results["methods"]
+    tasks = ("mt", "pos", "lemma")
+    figure, axes = plt.subplots(1, len(tasks), figsize=(15, 4), sharey=True)
+    for method, entry in methods.items():
+        runs = entry["probabilities"]
+        length = min(len(run) for run in runs)
+        values = np.asarray([run[:length] for run in runs], dtype="float64")
+        steps = values[0, :, 0]
+        style = "-" if method == "AutoLoss" else ":"
+        for column, axis in enumerate(axes, start=1):
+            axis.plot(steps, values[:, :, column].mean(axis=0), style,
+                      label=method)
+    for task, axis in zip(tasks, axes):
+        axis.set_title(f"P({task})")
+        axis.set_xlabel("steps (all tasks)")
+        axis.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("probability, mean over trials")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_nmt_controller_history(history, path):
+    """Draw perplexity, reward and task probabilities per controller segment."""
+    entries = history["history"]
+    index = np.arange(len(entries))
+    figure, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    axes[0].plot(index, [e["perplexity"] for e in entries], ".-")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("validation perplexity")
+    rewards = [np.nan if e["reward"] is None else e["reward"] for e in entries]
+    axes[1].plot(index, rewards, ".")
+    axes[1].axhline(0.0, color="gray", linewidth=0.5)
+    updates = [i for i, e in enumerate(entries) if e.get("ppo")]
+    for position in updates:
+        axes[1].axvline(position, color="green", alpha=0.3)
+    axes[1].set_ylabel("segment reward")
+    probabilities = np.asarray([e["probabilities"] for e in entries])
+    for column, task in enumerate(("mt", "pos", "lemma")):
+        axes[2].plot(index, probabilities[:, column], ".-", label=task)
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[2].set_ylabel("controller probability")
+    axes[2].set_xlabel("segment (green: PPO update)")
+    axes[2].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -326,7 +326,7 @@ def tiny_cli(monkeypatch, images, classifier):
     (["train-controller", "gan", "--out", "x", "--episodes", "5"],
      "--episodes apply to the L1 tasks"),
     (["compare", "regression", "--mode", "full"],
-     "--mode apply to the gan task only"),
+     "--mode apply to the gan and nmt tasks only"),
     (["train-controller", "gan", "--out", "x", "--runs", "0"],
      "--runs must be >= 1"),
     (["compare", "gan", "--max-steps", "150"],
