@@ -90,7 +90,9 @@ def build_parser():
 
     compare = commands.add_parser(
         "compare",
-        help="run w/o L1, S1-S3, DGS and AutoLoss on fresh data (Table 1)",
+        help="run a task's baselines and AutoLoss: w/o L1, S1-S3 and DGS "
+             "(Table 1), fixed D:G ratios (gan), or MT, FixedRatio and "
+             "FineTunedMT (nmt)",
     )
     _add_task_arguments(compare, seed_help="seed of the trial data sets "
                         "(default 0)")
