@@ -18,8 +18,72 @@ once per step, inside its compiled `train_step`, with the feature matrix
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
+
+# Mask of the 20 high mantissa bits that the first 32-bit word of a
+# double-precision uniform contributes.
+_HIGH_MANTISSA_MASK = 0xFFFFF
+
+
+def sample_categorical(logits, seed):
+    """Draw one action per row of `logits` from the stateless seed `seed`.
+
+    The draws equal `tf.random.stateless_categorical(logits, 1, seed)` on
+    CPU in TensorFlow 2.21 (and so `tfp.distributions.Categorical(logits)
+    .sample(seed=seed)`), which samples by inverse CDF in float64 from
+    Philox bits. That kernel gives other draws on GPU and under XLA, and
+    the uniform float ops of `tf.random` convert bits to floats
+    differently under XLA. Here the 32-bit Philox words come from
+    `tf.random.stateless_uniform(dtype=tf.uint32, alg="philox")`, which
+    XLA reproduces exactly, and the conversion to a double is explicit. So
+    a step compiled with `jit_compile=True` picks the same actions as one
+    without.
+
+    Rows whose logits are all NaN get the index `num_actions`, as the
+    kernel returns. NOTE: the CPU kernel splits large batches into thread
+    shards whose Philox offsets depend on the thread count (on a 2-core
+    machine from about 1,000 rows of 3 actions), while here row r always
+    reads words 2r and 2r + 1. Draws of such large populations can
+    therefore differ from `tf.random.stateless_categorical`.
+
+    Args:
+        logits: float [rows, num_actions].
+        seed: int32 [2] stateless seed.
+
+    Returns:
+        int32 [rows].
+    """
+    logits = tf.convert_to_tensor(logits)
+    rows = tf.shape(logits)[0]
+    words = tf.random.stateless_uniform(
+        [rows, 2], seed=seed, minval=None, maxval=None, dtype=tf.uint32,
+        alg="philox",
+    )
+    # The double in [1, 2) with mantissa (high 20 bits of word 0, word 1),
+    # minus 1, as TensorFlow's Uint64ToDouble builds it.
+    high = tf.bitwise.bitwise_and(
+        words[:, 0], tf.constant(_HIGH_MANTISSA_MASK, tf.uint32)
+    )
+    uniform = (
+        tf.cast(high, tf.float64) * 2.0**32 + tf.cast(words[:, 1], tf.float64)
+    ) * 2.0**-52
+    # Non-finite logits add no probability mass; the maximum skips them.
+    finite = tf.math.is_finite(logits)
+    lowest = tf.constant(np.finfo(logits.dtype.as_numpy_dtype).min,
+                         logits.dtype)
+    max_logit = tf.reduce_max(
+        tf.where(finite, logits, lowest), axis=1, keepdims=True
+    )
+    mass = tf.where(
+        finite,
+        tf.exp(tf.cast(logits, tf.float64) - tf.cast(max_logit, tf.float64)),
+        tf.zeros([], tf.float64),
+    )
+    cdf = tf.cumsum(mass, axis=1)
+    target = uniform[:, None] * cdf[:, -1:]
+    # The first index whose unnormalized CDF exceeds the target.
+    return tf.reduce_sum(tf.cast(cdf <= target, tf.int32), axis=1)
 
 
 
@@ -200,8 +264,7 @@ class RandomSchedule(Schedule):
         count = tf.shape(features)[0]
         logits = tf.tile(self._logits[None, :], [count, 1])
         seed = tf.stack([tf.constant(self.seed, "int32"), tf.cast(step, "int32")])
-        draw = tf.random.stateless_categorical(logits, 1, seed, dtype="int32")
-        return draw[:, 0]
+        return sample_categorical(logits, seed)
 
     def probabilities(self, features, step=0):
         count = tf.shape(features)[0]
@@ -428,8 +491,7 @@ class LearnedSchedule(Schedule):
         seed = tf.stack(
             [tf.constant(self.seed, "int32"), tf.cast(step, "int32")]
         )
-        policy = tfp.distributions.Categorical(logits=logits)
-        return tf.cast(policy.sample(seed=seed), "int32"), probabilities
+        return sample_categorical(logits, seed), probabilities
 
     def select(self, features, step):
         return self.decide(features, step)[0]
