@@ -287,6 +287,9 @@ class ScheduledModel(keras.Model):
                 "add_action() instead."
             )
         kwargs.pop("loss", None)
+        object.__setattr__(
+            self, "_auto_scale_loss", kwargs.get("auto_scale_loss", True)
+        )
         super().compile(optimizer=optimizer, **kwargs)
         if schedule is None:
             schedule = self._default_schedule()
@@ -408,6 +411,7 @@ class ScheduledModel(keras.Model):
 
     def _assign_optimizers(self):
         optimizers = []
+        loss_scale_wrappers = {}
         for action in self._action_list:
             mode = action.optimizer
             if mode == "auto":
@@ -422,7 +426,7 @@ class ScheduledModel(keras.Model):
                     self.optimizer.get_config()
                 )
             else:
-                chosen = mode
+                chosen = self._loss_scaled(mode, loss_scale_wrappers)
             for index, existing in enumerate(optimizers):
                 if existing is chosen:
                     action.optimizer_index = index
@@ -431,6 +435,28 @@ class ScheduledModel(keras.Model):
                 optimizers.append(chosen)
                 action.optimizer_index = len(optimizers) - 1
         return optimizers
+
+    def _loss_scaled(self, optimizer, wrappers):
+        """Wrap an action's own optimizer instance as Keras's compile would.
+
+        Under the "mixed_float16" policy with `auto_scale_loss` (the
+        default), `keras.Model.compile` wraps the compiled optimizer in a
+        `LossScaleOptimizer`. An instance passed to `add_action` gets the
+        same wrapper here. `wrappers` maps each instance to its wrapper, so
+        actions that share an instance share one loss scale.
+        """
+        needs_scaling = (
+            self._auto_scale_loss
+            and self.dtype_policy.name == "mixed_float16"
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        )
+        if not needs_scaling:
+            return optimizer
+        if id(optimizer) not in wrappers:
+            wrappers[id(optimizer)] = keras.optimizers.LossScaleOptimizer(
+                optimizer, name=f"{optimizer.name}_loss_scale"
+            )
+        return wrappers[id(optimizer)]
 
     def _overlaps(self, action):
         own = {id(v) for v in action.resolved_variables}
@@ -472,11 +498,36 @@ class ScheduledModel(keras.Model):
                     "model.build(input_shape) or call it on a batch first."
                 )
             self._prepare_actions()
+        strategy = self.distribute_strategy
         replicas_lib.check_strategy(
-            self.distribute_strategy, self._step_variables(),
-            self.jit_compile, self.steps_per_execution,
+            strategy, self._step_variables(), self.jit_compile
         )
-        return super().make_train_function(force=force)
+        if not replicas_lib.uses_strategy(strategy):
+            return super().make_train_function(force=force)
+        if self.train_function is None or force:
+            self.train_function = replicas_lib.make_train_function(
+                strategy, self.train_step, self.steps_per_execution,
+                run_eagerly=self.run_eagerly,
+            )
+        return self.train_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15.1 averages the first distributed batch with an eager
+        # `strategy.reduce`, which raises "Attempt to convert a value
+        # (PerReplica...) with an unsupported type" under
+        # MultiWorkerMirroredStrategy. The build needs only the batch's
+        # shapes and dtypes, so one local shard serves.
+        strategy = self._distribute_strategy
+        if iterator is not None and replicas_lib.is_multi_worker(strategy):
+            for _, _, distributed_iterator in iterator:
+                data_batch = replicas_lib.local_batch(
+                    strategy, next(distributed_iterator)
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
 
     def _step_variables(self):
         """Return every variable the train step reads or writes."""
@@ -608,39 +659,64 @@ class ScheduledModel(keras.Model):
         return tf.switch_case(index, branches + [skip])
 
     def _apply_action(self, action, data, runner):
-        """Apply one action's gradient unless a replica's values are not finite."""
-        loss, grads = runner.run(self._action_gradients, action, data)
-        loss = runner.mean(loss)
-        grad_norm = tf.cast(
-            tf.linalg.global_norm(runner.sum(grads))
-            / math.sqrt(action.num_parameters),
-            "float32",
-        )
-        finite = tf.logical_and(
-            runner.all(runner.run(tf.math.is_finite, loss)),
-            tf.math.is_finite(grad_norm),
-        )
-        if self.nonfinite == "raise":
-            finite = _assert_finite(finite, f"loss of action {action.name!r}")
+        """Apply one action's gradient unless a replica's values are not finite.
+
+        The gradients are of the loss times the optimizer's loss scale
+        (1 unless it is a `LossScaleOptimizer` or has `loss_scale_factor`),
+        and the gradient-norm feature divides that scale out again.
+        """
         optimizer = self.action_optimizers[action.optimizer_index]
         variables = action.resolved_variables
+        loss, grads = runner.run(self._action_gradients, action, data)
+        loss_finite = runner.all(runner.run(tf.math.is_finite, loss))
+        loss = runner.mean(loss)
+        grad_norm = _unscaled(
+            tf.linalg.global_norm(runner.sum(grads))
+            / math.sqrt(action.num_parameters),
+            optimizer,
+        )
+        finite = self._checked_finite(
+            loss_finite, tf.math.is_finite(grad_norm), optimizer,
+            f"loss of action {action.name!r}",
+        )
 
         def apply():
             runner.run(lambda g: optimizer.apply(g, variables), grads)
             return tf.constant(True)
 
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        def skip():
+            _lower_loss_scale(optimizer)
+            return tf.constant(False)
+
+        applied = tf.cond(finite, apply, skip)
         return (
             tf.reshape(loss, [1]),
             tf.reshape(grad_norm, [1]),
             tf.reshape(applied, [1]),
         )
 
+    def _checked_finite(self, loss_finite, grads_finite, optimizer, what):
+        """Return whether a step may apply; assert it with nonfinite="raise".
+
+        A loss-scaled action whose gradients overflow only skips the step
+        and lowers the loss scale, as `LossScaleOptimizer` does, because an
+        overflow of the scaled gradients is how it finds its scale. Only
+        its non-finite loss raises.
+        """
+        finite = tf.logical_and(loss_finite, grads_finite)
+        if self.nonfinite != "raise":
+            return finite
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            loss_finite = _assert_finite(loss_finite, what)
+            return tf.logical_and(loss_finite, grads_finite)
+        return _assert_finite(finite, what)
+
     def _action_gradients(self, action, data):
-        """Return one replica's action loss and its gradients."""
+        """Return one replica's action loss and its loss-scaled gradients."""
+        optimizer = self.action_optimizers[action.optimizer_index]
         with tf.GradientTape() as tape:
             loss = self._action_loss(action, data)
-            scaled = replicas_lib.scale_loss(loss)
+            scaled = optimizer.scale_loss(replicas_lib.scale_loss(loss))
         grads = self._dense_gradients(tape, scaled, action.resolved_variables)
         return tf.cast(loss, "float32"), grads
 
@@ -671,26 +747,40 @@ class ScheduledModel(keras.Model):
         chosen, grads = runner.run(
             self._population_gradients, data, actions, usable
         )
-        grad_norm = self._member_grad_norms(runner.sum(grads))
-        finite = tf.logical_and(
-            runner.all(runner.run(tf.math.is_finite, chosen)),
-            tf.math.is_finite(grad_norm),
+        grad_norm = _unscaled(
+            self._member_grad_norms(runner.sum(grads)), optimizer
         )
-        finite = tf.logical_or(finite, tf.logical_not(usable))
-        if self.nonfinite == "raise":
-            finite = _assert_finite(tf.reduce_all(finite), "a member's loss")
-        step_ok = tf.logical_and(tf.reduce_all(finite), tf.reduce_any(usable))
+        ignored = tf.logical_not(usable)
+        loss_finite = tf.logical_or(
+            runner.all(runner.run(tf.math.is_finite, chosen)), ignored
+        )
+        grads_finite = tf.logical_or(tf.math.is_finite(grad_norm), ignored)
+        finite = self._checked_finite(
+            tf.reduce_all(loss_finite), tf.reduce_all(grads_finite),
+            optimizer, "a member's loss",
+        )
+        step_ok = tf.logical_and(finite, tf.reduce_any(usable))
 
         def apply():
             runner.run(lambda g: optimizer.apply(g, variables), grads)
             return tf.constant(True)
 
-        applied = tf.cond(step_ok, apply, lambda: tf.constant(False))
+        def skip():
+            # A step skipped only because no member was usable keeps the
+            # loss scale.
+            tf.cond(
+                finite, lambda: tf.constant(False),
+                lambda: _lower_loss_scale(optimizer),
+            )
+            return tf.constant(False)
+
+        applied = tf.cond(step_ok, apply, skip)
         return runner.mean(chosen), grad_norm, tf.logical_and(usable, applied)
 
     def _population_gradients(self, data, actions, usable):
-        """Return one replica's chosen member losses and their gradients."""
+        """Return one replica's chosen member losses and scaled gradients."""
         variables = self._action_list[0].resolved_variables
+        optimizer = self.action_optimizers[self._action_list[0].optimizer_index]
         safe_actions = tf.maximum(actions, 0)
         # NOTE: an unusable member gets a zero gradient, but Adam still
         # moves it by its stored momentum on this step.
@@ -701,7 +791,7 @@ class ScheduledModel(keras.Model):
             )
             chosen = tf.gather(losses, safe_actions, axis=1, batch_dims=1)
             total = tf.reduce_sum(tf.where(usable, chosen, 0.0))
-            scaled = replicas_lib.scale_loss(total)
+            scaled = optimizer.scale_loss(replicas_lib.scale_loss(total))
         return chosen, self._dense_gradients(tape, scaled, variables)
 
     def _member_grad_norms(self, grads):
@@ -914,6 +1004,26 @@ def _check_positive(name, value):
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}."
         )
+
+
+def _unscaled(grad_norm, optimizer):
+    """Divide the optimizer's loss scale out of a gradient norm: float32."""
+    scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
+    return tf.cast(grad_norm, "float32") / scale
+
+
+def _lower_loss_scale(optimizer):
+    """Halve a `LossScaleOptimizer`'s scale after a skipped step.
+
+    `LossScaleOptimizer.apply` does the same when it finds a non-finite
+    gradient: it resets the growth counter and halves `dynamic_scale`. Other
+    optimizers are left unchanged. Returns True, for use as a `tf.cond`
+    branch.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.step_counter.assign(0)
+        optimizer.dynamic_scale.assign(optimizer.dynamic_scale * 0.5)
+    return tf.constant(True)
 
 
 def _assert_finite(flag, what):
