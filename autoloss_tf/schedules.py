@@ -390,10 +390,15 @@ class RolloutBuffer:
         index = step - self.start
 
         def _write():
-            position = tf.cast(index, "int32")
-            self.features[position].assign(features)
-            self.actions[position].assign(actions)
-            self.active[position].assign(active)
+            # Scatter updates, because a slice of a variable created under
+            # a tf.distribute strategy has no `assign`.
+            position = tf.cast(index, "int32")[None]
+            for variable, value in ((self.features, features),
+                                    (self.actions, actions),
+                                    (self.active, active)):
+                variable.scatter_update(
+                    tf.IndexedSlices(tf.expand_dims(value, 0), position)
+                )
             return tf.constant(True)
 
         in_range = tf.logical_and(index >= 0, index < self.max_steps)
