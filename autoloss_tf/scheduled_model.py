@@ -81,6 +81,8 @@ class TrainingState(keras.layers.Layer):
         self.active_steps = self.add_weight(
             name="active_steps", initializer="zeros", dtype="int64", **member
         )
+        # Every weight exists now; see `FeatureTracker`.
+        self.built = True
 
 
 @keras.saving.register_keras_serializable(package="autoloss_tf")

@@ -95,6 +95,10 @@ class Schedule(keras.layers.Layer):
         self.action_names = None
         self.population = None
         self.feature_names = None
+        # A schedule has no build step. Marked built, so Keras does not
+        # try to build the whole model symbolically from a batch under a
+        # tf.distribute strategy, which calls the model on that batch.
+        self.built = True
 
     def bind(self, action_names, feature_names, population):
         """Attach to a model's actions and features; validate them.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autoloss_models.dcgan import DCGAN
 from autoloss_tf import CyclicSchedule
 from autoloss_tf import LearnedSchedule
 from autoloss_tf import LinearController
@@ -392,3 +393,27 @@ def test_overflow_shard_skips_every_replica(
     assert _replica_values(second_optimizer.dynamic_scale) == [
         initial_scale
     ] * 2
+
+
+def test_dcgan_fits_under_strategy(strategy):
+    # A DCGAN is called on latent vectors but trained on images, so Keras
+    # must not build it by calling it on a batch.
+    images = np.random.default_rng(0).uniform(
+        -1.0, 1.0, size=(8, 8, 8, 1)
+    ).astype("float32")
+    with strategy.scope():
+        gan = DCGAN(image_shape=(8, 8, 1), latent_dim=4, base_filters=4,
+                    kernel_size=3)
+        gan.compile(schedule=CyclicSchedule(["discriminator", "generator"]))
+        gan.fit(images, epochs=2, **FIT_ARGS)
+
+    assert int(gan.generator_optimizer.iterations.numpy()) == 2
+    assert int(gan.discriminator_optimizer.iterations.numpy()) == 2
+    # Batch-norm moving statistics are left out: Keras 3.15.1 updates them
+    # on each replica from its own shard, as in a plain Keras fit.
+    optimizer_variables = [
+        v for optimizer in gan.action_optimizers for v in optimizer.variables
+    ]
+    for variable in gan.trainable_variables + optimizer_variables:
+        first, second = _replica_values(variable)
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)
