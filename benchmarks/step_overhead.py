@@ -227,32 +227,50 @@ def _dcgan_action(model, action):
     )
 
 
-def _dcgan_dataset(batch_size, seed=0):
-    """Return batches of uniform noise images in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(
-        -1.0, 1.0, size=(512,) + DCGAN_SETTINGS["image_shape"]
-    ).astype("float32")
-    return _repeated(tf.data.Dataset.from_tensor_slices(images), batch_size)
+def _dcgan_dataset(image_shape):
+    def make(batch_size, seed=0):
+        """Return batches of uniform noise images in [-1, 1]."""
+        rng = np.random.default_rng(seed)
+        images = rng.uniform(
+            -1.0, 1.0, size=(4 * batch_size,) + tuple(image_shape)
+        ).astype("float32")
+        return _repeated(tf.data.Dataset.from_tensor_slices(images),
+                         batch_size)
+
+    return make
 
 
-def dcgan_task():
-    """Return the DCGAN task at the quick GAN settings."""
+def dcgan_task(batch_size=64, **settings):
+    """Return the DCGAN task, by default at the quick GAN settings.
+
+    Args:
+        batch_size: real images per step. Defaults to 64.
+        **settings: `DCGAN` arguments that replace `DCGAN_SETTINGS`.
+    """
+    settings = dict(DCGAN_SETTINGS, **settings)
     return Task(
         name="dcgan", action_names=(dcgan.GENERATOR, dcgan.DISCRIMINATOR),
-        batch_size=64, default_steps=100,
-        make_model=lambda: dcgan.DCGAN(**DCGAN_SETTINGS),
+        batch_size=batch_size, default_steps=100,
+        make_model=lambda: dcgan.DCGAN(**settings),
         # Each action has its own Adam; the compiled one is unused.
         make_optimizer=lambda: "adam",
-        action_spec=_dcgan_action, make_dataset=_dcgan_dataset,
+        action_spec=_dcgan_action,
+        make_dataset=_dcgan_dataset(settings["image_shape"]),
     )
 
 
 # Seq2seq ----------------------------------------------------------------
 
 
-def seq2seq_task():
-    """Return the seq2seq task at the quick sizes.
+def seq2seq_task(batch_size=64, vocabulary_size=SEQ2SEQ_VOCABULARY,
+                 **sizes):
+    """Return the seq2seq task, by default at the quick sizes.
+
+    Args:
+        batch_size: sentences per step. Defaults to 64.
+        vocabulary_size: ids of each language. Defaults to 3,000.
+        **sizes: other `Seq2SeqMultiTask` arguments (embedding_dim,
+            encoder_units, layer counts, dropout).
 
     Raises:
         ImportError: while `autoloss_models.seq2seq` does not exist.
@@ -261,10 +279,10 @@ def seq2seq_task():
 
     def make_model():
         return seq2seq.Seq2SeqMultiTask(
-            source_vocabulary_size=SEQ2SEQ_VOCABULARY,
-            target_vocabulary_size=SEQ2SEQ_VOCABULARY,
+            source_vocabulary_size=vocabulary_size,
+            target_vocabulary_size=vocabulary_size,
             num_pos_tags=SEQ2SEQ_POS_TAGS,
-            num_lemma_classes=SEQ2SEQ_LEMMA_CLASSES,
+            num_lemma_classes=SEQ2SEQ_LEMMA_CLASSES, **sizes
         )
 
     def action_spec(model, action):
@@ -280,36 +298,41 @@ def seq2seq_task():
         )
 
     return Task(
-        name="seq2seq", action_names=tuple(seq2seq.TASKS), batch_size=64,
-        default_steps=40, make_model=make_model,
+        name="seq2seq", action_names=tuple(seq2seq.TASKS),
+        batch_size=batch_size, default_steps=40, make_model=make_model,
         # Each action's Adam comes from the model; the compiled one is
         # unused.
         make_optimizer=lambda: "adam",
-        action_spec=action_spec, make_dataset=_seq2seq_dataset,
+        action_spec=action_spec,
+        make_dataset=_seq2seq_dataset(vocabulary_size),
     )
 
 
-def _seq2seq_dataset(batch_size, seed=0):
-    """Return batches of random sentences, 10 to 30 tokens, 0-padded."""
-    rng = np.random.default_rng(seed)
-    count = 512
-    lengths = rng.integers(10, SEQ2SEQ_LENGTH + 1, size=count)
-    positions = np.arange(SEQ2SEQ_LENGTH)[None, :]
-    padding = positions >= lengths[:, None]
+def _seq2seq_dataset(vocabulary_size):
+    def make(batch_size, seed=0):
+        """Return batches of random sentences, 10 to 30 tokens, 0-padded."""
+        rng = np.random.default_rng(seed)
+        count = 4 * batch_size
+        lengths = rng.integers(10, SEQ2SEQ_LENGTH + 1, size=count)
+        positions = np.arange(SEQ2SEQ_LENGTH)[None, :]
+        padding = positions >= lengths[:, None]
 
-    def ids(high):
-        values = rng.integers(1, high, size=(count, SEQ2SEQ_LENGTH))
-        values[padding] = 0
-        return values.astype("int32")
+        def ids(high):
+            values = rng.integers(1, high, size=(count, SEQ2SEQ_LENGTH))
+            values[padding] = 0
+            return values.astype("int32")
 
-    batch = {
-        "source": ids(SEQ2SEQ_VOCABULARY),
-        "target_in": ids(SEQ2SEQ_VOCABULARY),
-        "target_out": ids(SEQ2SEQ_VOCABULARY),
-        "pos": ids(SEQ2SEQ_POS_TAGS),
-        "lemma": ids(SEQ2SEQ_LEMMA_CLASSES),
-    }
-    return _repeated(tf.data.Dataset.from_tensor_slices(batch), batch_size)
+        batch = {
+            "source": ids(vocabulary_size),
+            "target_in": ids(vocabulary_size),
+            "target_out": ids(vocabulary_size),
+            "pos": ids(SEQ2SEQ_POS_TAGS),
+            "lemma": ids(SEQ2SEQ_LEMMA_CLASSES),
+        }
+        return _repeated(tf.data.Dataset.from_tensor_slices(batch),
+                         batch_size)
+
+    return make
 
 
 TASK_FACTORIES = {"mlp": mlp_task, "dcgan": dcgan_task,
@@ -351,8 +374,13 @@ class PlainActionModel(keras.Model):
         return {"loss": loss}
 
 
-def make_models(task, steps_per_execution):
+def make_models(task, steps_per_execution, jit_compile=False):
     """Build and compile the scheduled model and one plain model per action.
+
+    Args:
+        task: the `Task`.
+        steps_per_execution: `compile` argument of every model.
+        jit_compile: `compile` argument of every model. Defaults to False.
 
     Returns:
         (scheduled, {action: plain model}).
@@ -367,7 +395,7 @@ def make_models(task, steps_per_execution):
     scheduled.compile(
         optimizer=task.make_optimizer(),
         schedule=LearnedSchedule(controller, seed=SCHEDULE_SEED),
-        steps_per_execution=steps_per_execution, jit_compile=False,
+        steps_per_execution=steps_per_execution, jit_compile=jit_compile,
     )
     plain = {}
     for action in task.action_names:
@@ -377,7 +405,7 @@ def make_models(task, steps_per_execution):
         model = PlainActionModel(task_model, loss, variables)
         model.compile(optimizer=optimizer,
                       steps_per_execution=steps_per_execution,
-                      jit_compile=False)
+                      jit_compile=jit_compile)
         plain[action] = model
     return scheduled, plain
 
@@ -456,7 +484,7 @@ def _optimizer_steps(scheduled):
 
 
 def measure(task, strategy_name, strategy, steps_per_execution, steps,
-            rounds):
+            rounds, jit_compile=False):
     """Time one row's models in rotating rounds and return the row.
 
     `steps` is rounded up to a multiple of `steps_per_execution`, so every
@@ -467,7 +495,8 @@ def measure(task, strategy_name, strategy, steps_per_execution, steps,
     scope = strategy.scope() if strategy is not None else _no_scope()
     with scope:
         dataset = task.make_dataset(task.batch_size)
-        scheduled, plain = make_models(task, steps_per_execution)
+        scheduled, plain = make_models(task, steps_per_execution,
+                                       jit_compile)
     names = ["scheduled"] + list(task.action_names)
     models = dict(plain, scheduled=scheduled)
     wall = {name: [] for name in names}
@@ -492,8 +521,10 @@ def measure(task, strategy_name, strategy, steps_per_execution, steps,
                 )
                 _check_counts(scheduled, before, counts)
                 fractions.append(counts / steps)
-    return _summarize(task, strategy_name, steps_per_execution, steps,
-                      wall, cpu, fractions)
+    row = _summarize(task, strategy_name, steps_per_execution, steps,
+                     wall, cpu, fractions)
+    row["jit_compile"] = bool(scheduled.jit_compile)
+    return row
 
 
 class _no_scope:

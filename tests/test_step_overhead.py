@@ -13,6 +13,8 @@ import math
 import pathlib
 
 import numpy as np
+import pytest
+import tensorflow as tf
 
 BENCHMARK_PATH = (
     pathlib.Path(__file__).resolve().parents[1]
@@ -109,3 +111,16 @@ def test_steps_round_up_to_execution_multiple():
     )
 
     assert row["steps"] == 8
+
+
+def test_gpu_throughput_exits_without_gpu():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_throughput", BENCHMARK_PATH.with_name("gpu_throughput.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("This machine has a GPU.")
+
+    with pytest.raises(SystemExit, match="No GPU found"):
+        module.main(["--steps", "1"])
