@@ -13,6 +13,7 @@ from autoloss_tf import MemberwiseSchedule
 from autoloss_tf import RandomSchedule
 from autoloss_tf import ThresholdSchedule
 from autoloss_tf import feature_names
+from autoloss_tf.schedules import inverse_cdf_sample
 from autoloss_tf.schedules import sample_categorical
 
 ACTIONS = ["task", "l1"]
@@ -379,7 +380,7 @@ def _random_logits(rng, rows, num_actions):
     return (scale * rng.normal(size=(rows, num_actions))).astype("float32")
 
 
-def test_sample_categorical_matches_stateless_categorical():
+def test_inverse_cdf_sample_matches_stateless_categorical():
     rng = np.random.default_rng(0)
     cases = []
     for case in range(60):
@@ -400,11 +401,13 @@ def test_sample_categorical_matches_stateless_categorical():
             logits, 1, seed, dtype="int32"
         )[:, 0]
         np.testing.assert_array_equal(
-            sample_categorical(logits, seed), expected
+            inverse_cdf_sample(logits, seed), expected
         )
     # An all-NaN row gets the out-of-range index, as the kernel returns.
     nan_logits, seed = cases[0]
-    assert int(sample_categorical(nan_logits, seed)[0]) == nan_logits.shape[1]
+    assert int(inverse_cdf_sample(nan_logits, seed)[0]) == (
+        nan_logits.shape[1]
+    )
 
 
 def test_sample_categorical_same_under_xla():
