@@ -1010,8 +1010,14 @@ def _check_positive(name, value):
 
 def _unscaled(grad_norm, optimizer):
     """Divide the optimizer's loss scale out of a gradient norm: float32."""
+    grad_norm = tf.cast(grad_norm, "float32")
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or (
+        optimizer.loss_scale_factor is not None
+    )
+    if not scaled:
+        return grad_norm
     scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
-    return tf.cast(grad_norm, "float32") / scale
+    return grad_norm / scale
 
 
 def _lower_loss_scale(optimizer):

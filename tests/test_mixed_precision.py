@@ -163,3 +163,27 @@ def test_dcgan_fits_under_mixed_precision(mixed_precision):
         assert variable.dtype == "float32"
         assert np.all(np.isfinite(variable.numpy())), variable.path
     assert gan.generate(2).dtype == np.float16
+
+
+def test_loss_scale_factor_keeps_features(make_regressor, regression_data):
+    x, y = regression_data
+    models = []
+    for factor in (None, 128.0):
+        model = make_regressor(with_l1=True)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, loss_scale_factor=factor),
+            schedule=CyclicSchedule(["mse", "l1"]),
+        )
+        model.fit(x, y, epochs=2, **FIT_ARGS)
+        models.append(model)
+
+    unscaled, scaled = models
+    # The loss is scaled by a power of two and the gradients divided by it
+    # again, so every value matches exactly.
+    for mine, expected in zip(_weights(scaled.dense.weights),
+                              _weights(unscaled.dense.weights)):
+        np.testing.assert_array_equal(mine, expected)
+    np.testing.assert_array_equal(
+        scaled.feature_tracker.grad_norms.numpy(),
+        unscaled.feature_tracker.grad_norms.numpy(),
+    )
