@@ -47,7 +47,8 @@ Keras 3.15.1's own train function fails under a strategy in two ways, so
   reduction dimension 0 for input with 0 dimensions". The train logs of a
   scheduled step are the same on every replica, so the function here
   takes the mean over the local replicas, as Keras does under
-  MirroredStrategy.
+  MirroredStrategy. `evaluate` gets a function of the same kind that
+  averages its logs over every replica.
 
 XLA (`jit_compile=True`) stays rejected under a strategy: Keras compiles
 the whole multi-replica step as one XLA cluster, and on 2 logical CPUs
@@ -206,7 +207,8 @@ def make_train_function(strategy, train_step, steps_per_execution,
     Args:
         strategy: the model's `tf.distribute.Strategy`.
         train_step: the model's `train_step(data)`. Its logs must be the
-            same on every replica, as the scheduled step's are.
+            same on every replica, as the scheduled step's are, because
+            only this worker's replicas are averaged.
         steps_per_execution: steps per call, at least 1.
         run_eagerly: if True, run the steps eagerly instead of in a
             `tf.function`, as `compile(run_eagerly=True)` asks.
@@ -215,11 +217,27 @@ def make_train_function(strategy, train_step, steps_per_execution,
         `function(iterator) -> logs`, raising StopIteration when the
         iterator has no batch left, as Keras's train function does.
     """
+    return _make_step_function(strategy, train_step, steps_per_execution,
+                               run_eagerly, _local_mean)
 
+
+def make_test_function(strategy, test_step, steps_per_execution,
+                       run_eagerly=False):
+    """Build the function `evaluate` calls, as `make_train_function` does.
+
+    The logs of a test step differ between replicas (each evaluates its own
+    shard), so they are averaged over all replicas of all workers.
+    """
+    return _make_step_function(strategy, test_step, steps_per_execution,
+                               run_eagerly, _global_mean)
+
+
+def _make_step_function(strategy, step_function, steps_per_execution,
+                        run_eagerly, reduce_logs):
     def one_step(data):
-        logs = strategy.run(train_step, args=(data,))
+        logs = strategy.run(step_function, args=(data,))
         return tf.nest.map_structure(
-            lambda value: _local_mean(strategy, value), logs
+            lambda value: reduce_logs(strategy, value), logs
         )
 
     def multi_step(iterator):
@@ -228,7 +246,7 @@ def make_train_function(strategy, train_step, steps_per_execution,
             return logs
 
         # The first step, outside the loop, fixes the structure of the logs
-        # that the loop carries. So `train_step` is traced twice.
+        # that the loop carries. So the step function is traced twice.
         def body(step, logs, has_batch):
             batch = iterator.get_next_as_optional()
             has_batch = batch.has_value()
@@ -256,6 +274,15 @@ def make_train_function(strategy, train_step, steps_per_execution,
             raise StopIteration from None
 
     return function
+
+
+def _global_mean(strategy, value):
+    """Return the mean of a per-replica value over all replicas.
+
+    With one replica per worker, `strategy.run` returns plain tensors, and
+    `reduce` still averages them across the workers.
+    """
+    return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
 
 
 def _local_mean(strategy, value):

@@ -513,6 +513,19 @@ class ScheduledModel(keras.Model):
             )
         return self.train_function
 
+    def make_test_function(self, force=False):
+        strategy = self.distribute_strategy
+        if not replicas_lib.is_multi_worker(strategy):
+            return super().make_test_function(force=force)
+        # Keras 3.15.1's own test function fails there on scalar logs; see
+        # `replicas.py`.
+        if self.test_function is None or force:
+            self.test_function = replicas_lib.make_test_function(
+                strategy, self.test_step, self.steps_per_execution,
+                run_eagerly=self.run_eagerly,
+            )
+        return self.test_function
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15.1 averages the first distributed batch with an eager
         # `strategy.reduce`, which raises "Attempt to convert a value

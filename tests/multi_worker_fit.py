@@ -121,8 +121,9 @@ def fit_learned(steps_per_execution):
 
     Returns:
         A dict: `actions` logged per execution, `values` of every
-        variable, and `controller` weights after one REINFORCE update whose
-        reward is the final training loss.
+        variable, `controller` weights after one REINFORCE update whose
+        reward is the final training loss, and the `evaluation` logs of
+        `evaluate` (those of the last batch).
     """
     x, y = make_data()
     model = TwoLayerNet()
@@ -142,10 +143,13 @@ def fit_learned(steps_per_execution):
     # A baseline of 0 makes the advantage the reward itself.
     updater.update(features[:, 0], actions[:, 0],
                    active[:, 0].astype("float32"), reward, baseline=0.0)
+    evaluation = model.evaluate(x, y, batch_size=GLOBAL_BATCH, verbose=0,
+                                return_dict=True)
     return {
         "actions": recorder.actions,
         "values": model_values(model),
         "controller": [local_value(v) for v in schedule.controller.weights],
+        "evaluation": {k: float(v) for k, v in evaluation.items()},
     }
 
 

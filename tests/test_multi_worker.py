@@ -144,6 +144,10 @@ def test_actions_match_single_device(results):
             np.asarray(value, "float64"), expected, rtol=1e-5, atol=1e-6,
             err_msg=path,
         )
+    assert learned["evaluation"].keys() == reference["evaluation"].keys()
+    for key, value in learned["evaluation"].items():
+        assert value == pytest.approx(reference["evaluation"][key],
+                                      rel=1e-5), key
     # The REINFORCE update after the fit gives the same controller.
     for value, expected in zip(learned["controller"],
                                reference["controller"]):
