@@ -211,7 +211,7 @@ def make_train_function(strategy, train_step, steps_per_execution,
             only this worker's replicas are averaged.
         steps_per_execution: steps per call, at least 1.
         run_eagerly: if True, run the steps eagerly instead of in a
-            `tf.function`, as `compile(run_eagerly=True)` asks.
+            `tf.function`, as `compile(run_eagerly=True)` requests.
 
     Returns:
         `function(iterator) -> logs`, raising StopIteration when the

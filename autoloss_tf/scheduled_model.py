@@ -710,8 +710,9 @@ class ScheduledModel(keras.Model):
             tf.reshape(applied, [1]),
         )
 
-    def _checked_finite(self, loss_finite, grads_finite, optimizer, what):
-        """Return whether a step may apply; assert it with nonfinite="raise".
+    def _checked_finite(self, loss_finite, grads_finite, optimizer,
+                        description):
+        """Return whether a step may apply (with nonfinite="raise", assert it).
 
         A loss-scaled action whose gradients overflow only skips the step
         and lowers the loss scale, as `LossScaleOptimizer` does, because an
@@ -722,9 +723,9 @@ class ScheduledModel(keras.Model):
         if self.nonfinite != "raise":
             return finite
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            loss_finite = _assert_finite(loss_finite, what)
+            loss_finite = _assert_finite(loss_finite, description)
             return tf.logical_and(loss_finite, grads_finite)
-        return _assert_finite(finite, what)
+        return _assert_finite(finite, description)
 
     def _action_gradients(self, action, data):
         """Return one replica's action loss and its loss-scaled gradients."""
@@ -794,8 +795,9 @@ class ScheduledModel(keras.Model):
 
     def _population_gradients(self, data, actions, usable):
         """Return one replica's chosen member losses and scaled gradients."""
-        variables = self._action_list[0].resolved_variables
-        optimizer = self.action_optimizers[self._action_list[0].optimizer_index]
+        first_action = self._action_list[0]
+        variables = first_action.resolved_variables
+        optimizer = self.action_optimizers[first_action.optimizer_index]
         safe_actions = tf.maximum(actions, 0)
         # NOTE: an unusable member gets a zero gradient, but Adam still
         # moves it by its stored momentum on this step.
@@ -1022,7 +1024,7 @@ def _check_positive(name, value):
 
 
 def _unscaled(grad_norm, optimizer):
-    """Divide the optimizer's loss scale out of a gradient norm: float32."""
+    """Return a gradient norm over the optimizer's loss scale, in float32."""
     grad_norm = tf.cast(grad_norm, "float32")
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or (
         optimizer.loss_scale_factor is not None
