@@ -1,12 +1,13 @@
 """Print the training throughput of scheduled models on a GPU.
 
-For the DCGAN at batch 256 (the full GAN settings: 28x28x1, 64 base
-filters, z of size 128, 5x5 kernels) and, when `autoloss_models.seq2seq`
-exists, the seq2seq model at its full sizes (vocabularies of 10,000,
-2-layer encoder of 128 units per direction, 2-layer decoders, 2-layer
-taggers, dropout 0.3, batch 128), it prints steps per second of the
-scheduled model and of the plain per-action Keras steps, measured as in
-`step_overhead.py` (same models, schedule and method, one device).
+It measures the DCGAN at batch 256 with the full GAN settings (28x28x1,
+64 base filters, z of size 128, 5x5 kernels). When
+`autoloss_models.seq2seq` exists, it also measures the seq2seq model at
+its full sizes: vocabularies of 10,000, a 2-layer encoder of 128 units per
+direction, 2-layer decoders and taggers, dropout 0.3 and batch 128. For
+each it prints the steps per second of the scheduled model and of the
+plain per-action Keras steps, measured as in `step_overhead.py` (same
+models, schedule and method, one device).
 
 `--jit-compile auto` (the default) leaves XLA to Keras, which turns it on
 when a GPU is present. The script exits with a message and status 1 on a

@@ -252,7 +252,7 @@ def dcgan_task(batch_size=64, **settings):
         name="dcgan", action_names=(dcgan.GENERATOR, dcgan.DISCRIMINATOR),
         batch_size=batch_size, default_steps=100,
         make_model=lambda: dcgan.DCGAN(**settings),
-        # Each action has its own Adam; the compiled one is unused.
+        # Each action has its own Adam, so the compiled one is unused.
         make_optimizer=lambda: "adam",
         action_spec=_dcgan_action,
         make_dataset=_dcgan_dataset(settings["image_shape"]),
@@ -300,7 +300,7 @@ def seq2seq_task(batch_size=64, vocabulary_size=SEQ2SEQ_VOCABULARY,
     return Task(
         name="seq2seq", action_names=tuple(seq2seq.TASKS),
         batch_size=batch_size, default_steps=40, make_model=make_model,
-        # Each action's Adam comes from the model; the compiled one is
+        # Each action's Adam comes from the model, so the compiled one is
         # unused.
         make_optimizer=lambda: "adam",
         action_spec=action_spec,

@@ -154,7 +154,7 @@ def fit_learned(steps_per_execution):
 
 
 def fit_clipped():
-    """Fit with SGD and clipnorm; return the kernels after every step."""
+    """Fit with SGD and clipnorm, and return the weights after each step."""
     x, y = make_data()
     model = TwoLayerNet()
     model(x[:1])
@@ -219,7 +219,7 @@ def fit_mixed_overflow():
 
 
 def local_first_batch_overflows(strategy):
-    """Return whether this worker's shard of batch 1 holds the overflow.
+    """Return whether this worker's shard of batch 1 contains the overflow.
 
     It shards the data as `experimental_distribute_dataset` does for
     `fit`, which Keras uses for array inputs under a strategy.
@@ -233,7 +233,7 @@ def local_first_batch_overflows(strategy):
 
 
 def run_fits(strategy):
-    """Run every fit under `strategy.scope()`; return a JSON-ready dict."""
+    """Run every fit under `strategy.scope()` and return a JSON-ready dict."""
     results = {}
     fits = {
         "learned": lambda: fit_learned(1),

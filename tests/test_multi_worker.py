@@ -37,7 +37,7 @@ def _free_ports(count):
 
     The sockets stay open until every port is picked, so the ports are
     distinct. Another process could still take one before a worker binds
-    it; the workers then fail to start and the test reports their logs.
+    it. The workers then fail to start, and the test reports their logs.
     """
     sockets = []
     try:
@@ -78,7 +78,7 @@ def _stop(processes):
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory):
-    """Run both workers; return (return codes, logs, results per worker)."""
+    """Run both workers and return (exit codes, logs, results per worker)."""
     output_dir = tmp_path_factory.mktemp("multi_worker")
     processes = _start_workers(output_dir)
     logs = []
@@ -168,8 +168,8 @@ def test_steps_per_execution_matches_one_step(results):
     one_step = results[0]["learned"]
     two_steps = results[0]["learned_two_steps_per_execution"]
 
-    # 3 steps per epoch: executions of 2 steps and 1 step; Keras logs the
-    # last step of each execution.
+    # Each epoch of 3 steps runs an execution of 2 steps, then one of 1.
+    # Keras logs the last step of each execution.
     assert two_steps["actions"] == [
         one_step["actions"][i] for i in (1, 2, 4, 5, 7, 8)
     ]
