@@ -56,8 +56,8 @@ def sample_categorical(logits, seed):
 
 def _in_xla_context():
     """Return whether ops traced now will be compiled by XLA."""
-    # NOTE: a private TensorFlow 2.21 function. Where it is missing, the
-    # answer is True, which always takes the XLA-safe sampler.
+    # NOTE: a private TensorFlow 2.21 function. Where it is missing, this
+    # returns True, so the XLA-safe sampler always runs.
     try:
         from tensorflow.python.framework import ops
         from tensorflow.python.ops import control_flow_util
@@ -77,10 +77,10 @@ def inverse_cdf_sample(logits, seed):
     bits to floats differently under XLA, so they cannot serve here.
 
     NOTE: the CPU kernel splits large batches into thread shards whose
-    Philox offsets depend on the thread count (on a 2-core machine from
-    about 1,000 rows of 3 actions), while here row r always reads words 2r
-    and 2r + 1. Draws of such large populations can therefore differ from
-    the kernel's.
+    Philox offsets depend on the thread count. On a 2-core machine that
+    starts at about 1,000 rows of 3 actions. Here row r always reads words
+    2r and 2r + 1, so draws of such large populations can differ from the
+    kernel's.
 
     Args:
         logits: float [rows, num_actions].
@@ -103,7 +103,7 @@ def inverse_cdf_sample(logits, seed):
     uniform = (
         tf.cast(high, tf.float64) * 2.0**32 + tf.cast(words[:, 1], tf.float64)
     ) * 2.0**-52
-    # Non-finite logits add no probability mass; the maximum skips them.
+    # Non-finite logits add no probability mass, and the maximum skips them.
     finite = tf.math.is_finite(logits)
     lowest = tf.constant(np.finfo(logits.dtype.as_numpy_dtype).min,
                          logits.dtype)

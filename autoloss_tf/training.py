@@ -170,7 +170,7 @@ class ReinforceUpdater:
         return terms
 
     def _apply_gradient_on_replicas(self, features, actions, mask, advantage):
-        """Run `_apply_gradient` on every replica; return replica 0's terms."""
+        """Apply the gradient on every replica and return replica 0's terms."""
         strategy = self._strategy
         terms = strategy.run(
             self._apply_gradient, args=(features, actions, mask, advantage)

@@ -180,7 +180,8 @@ def test_steps_per_execution_matches_one_step(
         jit_compile=False, steps_per_execution=steps_per_execution,
     )
 
-    # Each epoch has 3 steps; Keras logs the last step of each execution.
+    # Each epoch has 3 steps, and Keras logs the last step of each
+    # execution.
     last_steps = [2, 3] if steps_per_execution == 2 else [3]
     logged = [epoch * 3 + step - 1 for epoch in range(3)
               for step in last_steps]
