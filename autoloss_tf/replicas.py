@@ -47,8 +47,13 @@ Keras 3.15.1's own train function fails under a strategy in two ways, so
   reduction dimension 0 for input with 0 dimensions". The train logs of a
   scheduled step are the same on every replica, so the function here
   takes the mean over the local replicas, as Keras does under
-  MirroredStrategy. `evaluate` gets a function of the same kind that
-  averages its logs over every replica.
+  MirroredStrategy.
+
+Keras's test function fails under MultiWorkerMirroredStrategy in the same
+way, so `make_test_function` builds one there. It averages the test logs
+over every replica, because each replica evaluates its own shard. Under
+MirroredStrategy Keras's test function works, also with several steps
+per execution.
 
 XLA (`jit_compile=True`) stays rejected under a strategy: Keras compiles
 the whole multi-replica step as one XLA cluster, and on 2 logical CPUs

@@ -517,8 +517,8 @@ class ScheduledModel(keras.Model):
         strategy = self.distribute_strategy
         if not replicas_lib.is_multi_worker(strategy):
             return super().make_test_function(force=force)
-        # Keras 3.15.1's own test function fails there on scalar logs; see
-        # `replicas.py`.
+        # Keras 3.15.1's own test function fails there on scalar logs, as
+        # its train function does; see `replicas.py`.
         if self.test_function is None or force:
             self.test_function = replicas_lib.make_test_function(
                 strategy, self.test_step, self.steps_per_execution,

@@ -417,3 +417,27 @@ def test_dcgan_fits_under_strategy(strategy):
     for variable in gan.trainable_variables + optimizer_variables:
         first, second = _replica_values(variable)
         np.testing.assert_array_equal(first, second, err_msg=variable.path)
+
+
+def test_evaluate_matches_single_device(strategy, make_two_layer_net,
+                                        regression_data):
+    x, y = regression_data
+    results = []
+    for scope in (None, strategy):
+        with scope.scope() if scope else tf.name_scope("single"):
+            model = make_two_layer_net()
+            model.compile(
+                optimizer=keras.optimizers.Adam(0.05),
+                steps_per_execution=2, jit_compile=False,
+            )
+            model.fit(x, y, epochs=1, **FIT_ARGS)
+            results.append(model.evaluate(
+                x, y, batch_size=4, verbose=0, return_dict=True
+            ))
+
+    single, mirrored = results
+    assert set(mirrored) == {"loss", "loss/first", "loss/second"}
+    # `evaluate` returns the logs of the last batch: the mean of the two
+    # shards' losses there equals the loss of the whole batch.
+    for key in ("loss/first", "loss/second"):
+        assert mirrored[key] == pytest.approx(single[key], rel=1e-5), key
