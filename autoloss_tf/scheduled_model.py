@@ -262,6 +262,10 @@ class ScheduledModel(keras.Model):
             total_steps: T in the progress feature t / T. Defaults to the
                 number of steps of the current `fit` call.
             **kwargs: other `keras.Model.compile` arguments (metrics, ...).
+                Under the "mixed_float16" policy, `auto_scale_loss` (True by
+                default) wraps every action's optimizer in a
+                `LossScaleOptimizer`, the instances given to `add_action`
+                included.
 
         Raises:
             ValueError: for no registered action, a bad argument, or
