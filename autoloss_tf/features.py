@@ -79,6 +79,10 @@ class FeatureTracker(keras.layers.Layer):
             name="validation_seen", shape=(), initializer="zeros",
             dtype="bool", trainable=False,
         )
+        # Every weight exists now. Marked built, so Keras does not try to
+        # build the whole model symbolically from a batch under a
+        # tf.distribute strategy.
+        self.built = True
 
     def _zeros(self, name, shape):
         return self.add_weight(

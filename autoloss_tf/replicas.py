@@ -5,7 +5,10 @@ Why the scheduled step is split this way under `tf.distribute`:
 - Every replica must take the same action, so the action is decided once.
   `ScheduledModel.train_step` calls `merge_call` and runs the schedule in
   cross-replica context, where the feature variables are mirrored and
-  their values are the same on every replica.
+  their values are the same on every replica. Under
+  MultiWorkerMirroredStrategy each worker runs this cross-replica code on
+  its own. The features are all-reduced and the sampling seed is
+  (seed, step), so every worker computes the same action.
 - An optimizer update inside `tf.cond` or `tf.switch_case` in replica
   context fails, because the optimizer's own `merge_call` cannot run
   inside a conditional there. In cross-replica context the conditional is
@@ -13,18 +16,49 @@ Why the scheduled step is split this way under `tf.distribute`:
   call runs the replica code (loss, gradient, `optimizer.apply`) in
   replica context again.
 - `optimizer.apply` runs in replica context, as in `keras.Model.fit`
-  under the same strategy. So clipnorm, global_clipnorm and weight decay
-  act exactly as Keras applies them, and the gradient is all-reduced once
-  inside the optimizer. Keras 3.15 clips each replica's local gradient
-  before that all-reduce. So under a strategy clipnorm bounds the
-  per-replica gradient, not the global one.
+  under the same strategy. So clipnorm, global_clipnorm, weight decay and
+  loss scaling act exactly as Keras applies them, and the gradient is
+  all-reduced once inside the optimizer. Keras 3.15 clips each replica's
+  local gradient before that all-reduce. So under a strategy clipnorm
+  bounds the per-replica gradient, not the global one.
 - The finite check that guards the update is reduced across replicas
   before the conditional. So a NaN on any replica's shard skips the step
-  on every replica.
+  on every replica. Keras 3.15.1's `LossScaleOptimizer` takes its own
+  finite check from replica 0 only, so without this check an overflow in
+  another replica's shard reaches the weights. A skipped step of a
+  loss-scaled action halves the loss scale, as the `LossScaleOptimizer`
+  does on one device.
 - Features are reduced in cross-replica context: losses are averaged over
   the replicas, and the gradient-norm feature is the norm of the summed
   gradient, as on one device. That sum is a second all-reduce of the
   chosen action's gradient, besides the optimizer's own.
+
+Keras 3.15.1's own train function fails under a strategy in two ways, so
+`make_train_function` builds one for it:
+
+- With steps_per_execution > 1, Keras calls its per-step `tf.function`
+  inside a `tf.cond` in its `tf.while_loop`. Under MirroredStrategy on 2
+  logical CPUs (TensorFlow 2.21) that fails for a plain Keras model too:
+  "You must feed a value for placeholder tensor
+  'while/body/_10/while/cond/then/_184/while/cond/Placeholder' with dtype
+  int32". The loop here calls `strategy.run` directly in the loop body.
+- Under MultiWorkerMirroredStrategy Keras reduces the scalar logs with
+  `strategy.reduce("MEAN", value, axis=0)`, which raises "Invalid
+  reduction dimension 0 for input with 0 dimensions". The train logs of a
+  scheduled step are the same on every replica, so the function here
+  takes the mean over the local replicas, as Keras does under
+  MirroredStrategy.
+
+Keras's test function fails under MultiWorkerMirroredStrategy in the same
+way, so `make_test_function` builds one there. It averages the test logs
+over every replica, because each replica evaluates its own shard. Under
+MirroredStrategy Keras's test function works, also with several steps
+per execution.
+
+XLA (`jit_compile=True`) stays rejected under a strategy: Keras compiles
+the whole multi-replica step as one XLA cluster, and on 2 logical CPUs
+even a plain Keras model then fails with "Trying to access resource
+.../replica_1/... located in device CPU:1 from device CPU:0".
 
 `ReplicaRunner` hides the difference: without a strategy it calls the
 function and returns its result unchanged, so the single-device step runs
@@ -33,9 +67,13 @@ the same operations as before.
 
 import tensorflow as tf
 
-# NOTE: only MirroredStrategy is tested. Multi-worker, parameter-server
-# and TPU strategies are rejected by `check_strategy`.
-SUPPORTED_STRATEGIES = (tf.distribute.MirroredStrategy,)
+# NOTE: MultiWorkerMirroredStrategy is tested with two CPU workers on one
+# machine only. Parameter-server, central-storage and TPU strategies are
+# rejected by `check_strategy`.
+SUPPORTED_STRATEGIES = (
+    tf.distribute.MirroredStrategy,
+    tf.distribute.MultiWorkerMirroredStrategy,
+)
 
 
 class ReplicaRunner:
@@ -108,42 +146,43 @@ def scale_loss(loss):
     return loss * tf.cast(1.0 / count, loss.dtype)
 
 
-def check_strategy(strategy, variables, jit_compile, steps_per_execution):
+def uses_strategy(strategy):
+    """Return whether `strategy` is a real strategy, not TF's default one."""
+    return tf.distribute.has_strategy() or (
+        strategy is not tf.distribute.get_strategy()
+    )
+
+
+def is_multi_worker(strategy):
+    """Return whether `strategy` is a MultiWorkerMirroredStrategy."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def check_strategy(strategy, variables, jit_compile):
     """Raise ValueError for a setup the distributed scheduled step rejects.
 
     Args:
         strategy: the model's `tf.distribute.Strategy`.
         variables: the model, state and optimizer variables of the step.
         jit_compile: the model's `jit_compile` setting.
-        steps_per_execution: the model's `steps_per_execution` setting.
     """
-    default = (
-        not tf.distribute.has_strategy()
-        and strategy is tf.distribute.get_strategy()
-    )
-    if default:
+    if not uses_strategy(strategy):
         return
     if not isinstance(strategy, SUPPORTED_STRATEGIES):
         names = [cls.__name__ for cls in SUPPORTED_STRATEGIES]
         raise ValueError(
             "ScheduledModel supports only these tf.distribute strategies: "
             f"{names}. Received: strategy={type(strategy).__name__}. Train "
-            "under MirroredStrategy, or without a strategy."
+            "under MirroredStrategy or MultiWorkerMirroredStrategy, or "
+            "without a strategy."
         )
     if jit_compile:
         raise ValueError(
             "ScheduledModel does not support XLA under a tf.distribute "
-            f"strategy. Received: jit_compile={jit_compile!r} with "
-            f"{type(strategy).__name__}. Compile with jit_compile=False."
-        )
-    if steps_per_execution != 1:
-        # The cross-replica dispatch fails to run inside the while loop
-        # that Keras builds for several steps per execution.
-        raise ValueError(
-            "ScheduledModel runs one step per execution under a "
-            "tf.distribute strategy. Received: "
-            f"steps_per_execution={steps_per_execution}. Compile with "
-            "steps_per_execution=1."
+            "strategy, because XLA compiles all replicas into one cluster "
+            "that cannot read the other devices' variables. Received: "
+            f"jit_compile={jit_compile!r} with {type(strategy).__name__}. "
+            "Compile with jit_compile=False."
         )
     local = [v.path for v in variables if not is_distributed(v)]
     if local:
@@ -160,3 +199,112 @@ def is_distributed(variable):
     """Return whether a Keras or TF variable belongs to a strategy."""
     value = getattr(variable, "value", variable)
     return isinstance(value, tf.distribute.DistributedValues)
+
+
+def make_train_function(strategy, train_step, steps_per_execution,
+                        run_eagerly=False):
+    """Build the function `fit` calls once per `steps_per_execution` steps.
+
+    It runs `steps_per_execution` steps of `train_step` under `strategy` in
+    one `tf.function`, and stops early when the iterator is exhausted. See
+    the module docstring for why Keras's own function is not used.
+
+    Args:
+        strategy: the model's `tf.distribute.Strategy`.
+        train_step: the model's `train_step(data)`. Its logs must be the
+            same on every replica, as the scheduled step's are, because
+            only this worker's replicas are averaged.
+        steps_per_execution: steps per call, at least 1.
+        run_eagerly: if True, run the steps eagerly instead of in a
+            `tf.function`, as `compile(run_eagerly=True)` requests.
+
+    Returns:
+        `function(iterator) -> logs`, raising StopIteration when the
+        iterator has no batch left, as Keras's train function does.
+    """
+    return _make_step_function(strategy, train_step, steps_per_execution,
+                               run_eagerly, _local_mean)
+
+
+def make_test_function(strategy, test_step, steps_per_execution,
+                       run_eagerly=False):
+    """Build the function `evaluate` calls, as `make_train_function` does.
+
+    The logs of a test step differ between replicas (each evaluates its own
+    shard), so they are averaged over all replicas of all workers.
+    """
+    return _make_step_function(strategy, test_step, steps_per_execution,
+                               run_eagerly, _global_mean)
+
+
+def _make_step_function(strategy, step_function, steps_per_execution,
+                        run_eagerly, reduce_logs):
+    def one_step(data):
+        logs = strategy.run(step_function, args=(data,))
+        return tf.nest.map_structure(
+            lambda value: reduce_logs(strategy, value), logs
+        )
+
+    def multi_step(iterator):
+        logs = one_step(next(iterator))
+        if steps_per_execution == 1:
+            return logs
+
+        # The first step, outside the loop, fixes the structure of the logs
+        # that the loop carries. So the step function is traced twice.
+        def body(step, logs, has_batch):
+            batch = iterator.get_next_as_optional()
+            has_batch = batch.has_value()
+            logs = tf.cond(
+                has_batch, lambda: one_step(batch.get_value()), lambda: logs
+            )
+            return step + 1, logs, has_batch
+
+        def more_steps(step, logs, has_batch):
+            del logs
+            return tf.logical_and(step < steps_per_execution, has_batch)
+
+        _, logs, _ = tf.while_loop(
+            more_steps, body, [tf.constant(1), logs, tf.constant(True)]
+        )
+        return logs
+
+    if not run_eagerly:
+        multi_step = tf.function(multi_step, reduce_retracing=True)
+
+    def function(iterator):
+        try:
+            return multi_step(iterator)
+        except tf.errors.OutOfRangeError:
+            raise StopIteration from None
+
+    return function
+
+
+def _global_mean(strategy, value):
+    """Return the mean of a per-replica value over all replicas.
+
+    With one replica per worker, `strategy.run` returns plain tensors, and
+    `reduce` still averages them across the workers.
+    """
+    return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+
+
+def _local_mean(strategy, value):
+    """Return the mean of a per-replica value over this worker's replicas."""
+    if not isinstance(value, tf.distribute.DistributedValues):
+        return value
+    return tf.reduce_mean(
+        tf.stack(strategy.experimental_local_results(value)), axis=0
+    )
+
+
+def local_batch(strategy, batch):
+    """Return this worker's first replica shard of a distributed batch."""
+
+    def first(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    return tf.nest.map_structure(first, batch)

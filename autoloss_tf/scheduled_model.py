@@ -81,6 +81,8 @@ class TrainingState(keras.layers.Layer):
         self.active_steps = self.add_weight(
             name="active_steps", initializer="zeros", dtype="int64", **member
         )
+        # Every weight exists now; see `FeatureTracker`.
+        self.built = True
 
 
 @keras.saving.register_keras_serializable(package="autoloss_tf")
@@ -260,6 +262,10 @@ class ScheduledModel(keras.Model):
             total_steps: T in the progress feature t / T. Defaults to the
                 number of steps of the current `fit` call.
             **kwargs: other `keras.Model.compile` arguments (metrics, ...).
+                Under the "mixed_float16" policy, `auto_scale_loss` (True by
+                default) wraps every action's optimizer in a
+                `LossScaleOptimizer`, the instances given to `add_action`
+                included.
 
         Raises:
             ValueError: for no registered action, a bad argument, or
@@ -287,6 +293,9 @@ class ScheduledModel(keras.Model):
                 "add_action() instead."
             )
         kwargs.pop("loss", None)
+        object.__setattr__(
+            self, "_auto_scale_loss", kwargs.get("auto_scale_loss", True)
+        )
         super().compile(optimizer=optimizer, **kwargs)
         if schedule is None:
             schedule = self._default_schedule()
@@ -408,6 +417,7 @@ class ScheduledModel(keras.Model):
 
     def _assign_optimizers(self):
         optimizers = []
+        loss_scale_wrappers = {}
         for action in self._action_list:
             mode = action.optimizer
             if mode == "auto":
@@ -422,7 +432,7 @@ class ScheduledModel(keras.Model):
                     self.optimizer.get_config()
                 )
             else:
-                chosen = mode
+                chosen = self._loss_scaled(mode, loss_scale_wrappers)
             for index, existing in enumerate(optimizers):
                 if existing is chosen:
                     action.optimizer_index = index
@@ -431,6 +441,28 @@ class ScheduledModel(keras.Model):
                 optimizers.append(chosen)
                 action.optimizer_index = len(optimizers) - 1
         return optimizers
+
+    def _loss_scaled(self, optimizer, wrappers):
+        """Wrap an action's own optimizer instance as Keras's compile would.
+
+        Under the "mixed_float16" policy with `auto_scale_loss` (the
+        default), `keras.Model.compile` wraps the compiled optimizer in a
+        `LossScaleOptimizer`. An instance passed to `add_action` gets the
+        same wrapper here. `wrappers` maps each instance to its wrapper, so
+        actions that share an instance share one loss scale.
+        """
+        needs_scaling = (
+            self._auto_scale_loss
+            and self.dtype_policy.name == "mixed_float16"
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        )
+        if not needs_scaling:
+            return optimizer
+        if id(optimizer) not in wrappers:
+            wrappers[id(optimizer)] = keras.optimizers.LossScaleOptimizer(
+                optimizer, name=f"{optimizer.name}_loss_scale"
+            )
+        return wrappers[id(optimizer)]
 
     def _overlaps(self, action):
         own = {id(v) for v in action.resolved_variables}
@@ -472,11 +504,49 @@ class ScheduledModel(keras.Model):
                     "model.build(input_shape) or call it on a batch first."
                 )
             self._prepare_actions()
+        strategy = self.distribute_strategy
         replicas_lib.check_strategy(
-            self.distribute_strategy, self._step_variables(),
-            self.jit_compile, self.steps_per_execution,
+            strategy, self._step_variables(), self.jit_compile
         )
-        return super().make_train_function(force=force)
+        if not replicas_lib.uses_strategy(strategy):
+            return super().make_train_function(force=force)
+        if self.train_function is None or force:
+            self.train_function = replicas_lib.make_train_function(
+                strategy, self.train_step, self.steps_per_execution,
+                run_eagerly=self.run_eagerly,
+            )
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        strategy = self.distribute_strategy
+        if not replicas_lib.is_multi_worker(strategy):
+            return super().make_test_function(force=force)
+        # Keras 3.15.1's own test function fails there on scalar logs, as
+        # its train function does; see `replicas.py`.
+        if self.test_function is None or force:
+            self.test_function = replicas_lib.make_test_function(
+                strategy, self.test_step, self.steps_per_execution,
+                run_eagerly=self.run_eagerly,
+            )
+        return self.test_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15.1 averages the first distributed batch with an eager
+        # `strategy.reduce`, which raises "Attempt to convert a value
+        # (PerReplica...) with an unsupported type" under
+        # MultiWorkerMirroredStrategy. The build needs only the batch's
+        # shapes and dtypes, so one local shard serves.
+        strategy = self._distribute_strategy
+        if iterator is not None and replicas_lib.is_multi_worker(strategy):
+            for _, _, distributed_iterator in iterator:
+                data_batch = replicas_lib.local_batch(
+                    strategy, next(distributed_iterator)
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
 
     def _step_variables(self):
         """Return every variable the train step reads or writes."""
@@ -608,39 +678,65 @@ class ScheduledModel(keras.Model):
         return tf.switch_case(index, branches + [skip])
 
     def _apply_action(self, action, data, runner):
-        """Apply one action's gradient unless a replica's values are not finite."""
-        loss, grads = runner.run(self._action_gradients, action, data)
-        loss = runner.mean(loss)
-        grad_norm = tf.cast(
-            tf.linalg.global_norm(runner.sum(grads))
-            / math.sqrt(action.num_parameters),
-            "float32",
-        )
-        finite = tf.logical_and(
-            runner.all(runner.run(tf.math.is_finite, loss)),
-            tf.math.is_finite(grad_norm),
-        )
-        if self.nonfinite == "raise":
-            finite = _assert_finite(finite, f"loss of action {action.name!r}")
+        """Apply one action's gradient unless a replica's values are not finite.
+
+        The gradients are of the loss times the optimizer's loss scale
+        (1 unless it is a `LossScaleOptimizer` or has `loss_scale_factor`),
+        and the gradient-norm feature divides that scale out again.
+        """
         optimizer = self.action_optimizers[action.optimizer_index]
         variables = action.resolved_variables
+        loss, grads = runner.run(self._action_gradients, action, data)
+        loss_finite = runner.all(runner.run(tf.math.is_finite, loss))
+        loss = runner.mean(loss)
+        grad_norm = _unscaled(
+            tf.linalg.global_norm(runner.sum(grads))
+            / math.sqrt(action.num_parameters),
+            optimizer,
+        )
+        finite = self._checked_finite(
+            loss_finite, tf.math.is_finite(grad_norm), optimizer,
+            f"loss of action {action.name!r}",
+        )
 
         def apply():
             runner.run(lambda g: optimizer.apply(g, variables), grads)
             return tf.constant(True)
 
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        def skip():
+            _lower_loss_scale(optimizer)
+            return tf.constant(False)
+
+        applied = tf.cond(finite, apply, skip)
         return (
             tf.reshape(loss, [1]),
             tf.reshape(grad_norm, [1]),
             tf.reshape(applied, [1]),
         )
 
+    def _checked_finite(self, loss_finite, grads_finite, optimizer,
+                        description):
+        """Return whether a step may apply (with nonfinite="raise", assert it).
+
+        A loss-scaled action whose gradients overflow only skips the step
+        and lowers the loss scale, as `LossScaleOptimizer` does, because an
+        overflow of the scaled gradients is how it finds its scale. Only
+        its non-finite loss raises.
+        """
+        finite = tf.logical_and(loss_finite, grads_finite)
+        if self.nonfinite != "raise":
+            return finite
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            loss_finite = _assert_finite(loss_finite, description)
+            return tf.logical_and(loss_finite, grads_finite)
+        return _assert_finite(finite, description)
+
     def _action_gradients(self, action, data):
-        """Return one replica's action loss and its gradients."""
+        """Return one replica's action loss and its loss-scaled gradients."""
+        optimizer = self.action_optimizers[action.optimizer_index]
         with tf.GradientTape() as tape:
             loss = self._action_loss(action, data)
-            scaled = replicas_lib.scale_loss(loss)
+            scaled = optimizer.scale_loss(replicas_lib.scale_loss(loss))
         grads = self._dense_gradients(tape, scaled, action.resolved_variables)
         return tf.cast(loss, "float32"), grads
 
@@ -671,26 +767,41 @@ class ScheduledModel(keras.Model):
         chosen, grads = runner.run(
             self._population_gradients, data, actions, usable
         )
-        grad_norm = self._member_grad_norms(runner.sum(grads))
-        finite = tf.logical_and(
-            runner.all(runner.run(tf.math.is_finite, chosen)),
-            tf.math.is_finite(grad_norm),
+        grad_norm = _unscaled(
+            self._member_grad_norms(runner.sum(grads)), optimizer
         )
-        finite = tf.logical_or(finite, tf.logical_not(usable))
-        if self.nonfinite == "raise":
-            finite = _assert_finite(tf.reduce_all(finite), "a member's loss")
-        step_ok = tf.logical_and(tf.reduce_all(finite), tf.reduce_any(usable))
+        ignored = tf.logical_not(usable)
+        loss_finite = tf.logical_or(
+            runner.all(runner.run(tf.math.is_finite, chosen)), ignored
+        )
+        grads_finite = tf.logical_or(tf.math.is_finite(grad_norm), ignored)
+        finite = self._checked_finite(
+            tf.reduce_all(loss_finite), tf.reduce_all(grads_finite),
+            optimizer, "a member's loss",
+        )
+        step_ok = tf.logical_and(finite, tf.reduce_any(usable))
 
         def apply():
             runner.run(lambda g: optimizer.apply(g, variables), grads)
             return tf.constant(True)
 
-        applied = tf.cond(step_ok, apply, lambda: tf.constant(False))
+        def skip():
+            # A step skipped only because no member was usable keeps the
+            # loss scale.
+            tf.cond(
+                finite, lambda: tf.constant(False),
+                lambda: _lower_loss_scale(optimizer),
+            )
+            return tf.constant(False)
+
+        applied = tf.cond(step_ok, apply, skip)
         return runner.mean(chosen), grad_norm, tf.logical_and(usable, applied)
 
     def _population_gradients(self, data, actions, usable):
-        """Return one replica's chosen member losses and their gradients."""
-        variables = self._action_list[0].resolved_variables
+        """Return one replica's chosen member losses and scaled gradients."""
+        first_action = self._action_list[0]
+        variables = first_action.resolved_variables
+        optimizer = self.action_optimizers[first_action.optimizer_index]
         safe_actions = tf.maximum(actions, 0)
         # NOTE: an unusable member gets a zero gradient, but Adam still
         # moves it by its stored momentum on this step.
@@ -701,7 +812,7 @@ class ScheduledModel(keras.Model):
             )
             chosen = tf.gather(losses, safe_actions, axis=1, batch_dims=1)
             total = tf.reduce_sum(tf.where(usable, chosen, 0.0))
-            scaled = replicas_lib.scale_loss(total)
+            scaled = optimizer.scale_loss(replicas_lib.scale_loss(total))
         return chosen, self._dense_gradients(tape, scaled, variables)
 
     def _member_grad_norms(self, grads):
@@ -914,6 +1025,32 @@ def _check_positive(name, value):
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}."
         )
+
+
+def _unscaled(grad_norm, optimizer):
+    """Return a gradient norm over the optimizer's loss scale, in float32."""
+    grad_norm = tf.cast(grad_norm, "float32")
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or (
+        optimizer.loss_scale_factor is not None
+    )
+    if not scaled:
+        return grad_norm
+    scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
+    return grad_norm / scale
+
+
+def _lower_loss_scale(optimizer):
+    """Halve a `LossScaleOptimizer`'s scale after a skipped step.
+
+    `LossScaleOptimizer.apply` does the same when it finds a non-finite
+    gradient: it resets the growth counter and halves `dynamic_scale`. Other
+    optimizers are left unchanged. Returns True, for use as a `tf.cond`
+    branch.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.step_counter.assign(0)
+        optimizer.dynamic_scale.assign(optimizer.dynamic_scale * 0.5)
+    return tf.constant(True)
 
 
 def _assert_finite(flag, what):

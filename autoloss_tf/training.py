@@ -28,6 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from autoloss_tf import replicas as replicas_lib
+
 BASELINES = ("moving_average", "batch")
 
 PolicyGradientLoss = collections.namedtuple(
@@ -179,6 +181,12 @@ class ReinforceUpdater:
             Defaults to 0.8.
         advantage_clip: R - B is clipped to +- this. Defaults to 20.
         entropy_weight: weight of the entropy bonus. Defaults to 0.
+
+    A controller created in a `tf.distribute` strategy's scope (the
+    schedule of a distributed `ScheduledModel`) needs the updater created
+    in the same scope. Every replica then computes the same gradient from
+    the same episode, and the update applies it once on every replica, so
+    the controller's copies stay identical.
     """
 
     def __init__(self, controller, learning_rate=1e-3, baseline_decay=0.8,
@@ -188,6 +196,16 @@ class ReinforceUpdater:
                 "`advantage_clip` must be > 0. "
                 f"Received: advantage_clip={advantage_clip}."
             )
+        distributed = any(
+            replicas_lib.is_distributed(v) for v in controller.weights
+        )
+        if distributed and not tf.distribute.has_strategy():
+            raise ValueError(
+                "The controller's weights belong to a tf.distribute "
+                "strategy, but the ReinforceUpdater was created outside its "
+                "scope. Create the updater inside `with strategy.scope():`."
+            )
+        self._strategy = tf.distribute.get_strategy() if distributed else None
         self.controller = controller
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(controller.trainable_variables)
@@ -195,8 +213,11 @@ class ReinforceUpdater:
         self.advantage_clip = float(advantage_clip)
         self.entropy_weight = float(entropy_weight)
         num_features = controller.num_features
+        apply = self._apply_gradient
+        if self._strategy is not None:
+            apply = self._apply_gradient_on_replicas
         self._apply = tf.function(
-            self._apply_gradient,
+            apply,
             input_signature=[
                 tf.TensorSpec([None, num_features], tf.float32),
                 tf.TensorSpec([None], tf.int32),
@@ -229,9 +250,22 @@ class ReinforceUpdater:
         variables = self.controller.trainable_variables
         with tf.GradientTape() as tape:
             terms = self.loss(features, actions, mask, advantage)
-        grads = tape.gradient(terms.total, variables)
+            # Under a strategy the optimizer sums the replicas' identical
+            # gradients, so each replica contributes 1 / replica count.
+            total = replicas_lib.scale_loss(terms.total)
+        grads = tape.gradient(total, variables)
         self.optimizer.apply(grads, variables)
         return terms
+
+    def _apply_gradient_on_replicas(self, features, actions, mask, advantage):
+        """Apply the gradient on every replica and return replica 0's terms."""
+        strategy = self._strategy
+        terms = strategy.run(
+            self._apply_gradient, args=(features, actions, mask, advantage)
+        )
+        return PolicyGradientLoss(*[
+            strategy.experimental_local_results(value)[0] for value in terms
+        ])
 
     def update(self, features, actions, mask, reward, baseline=None):
         """Apply one S = 1 update for an episode and fold R into B.

@@ -33,9 +33,14 @@ NUM_INPUTS = 3
 
 
 def mean_squared_error(model, data):
-    """Return the mean squared error of `model` on a batch `(x, y)`."""
+    """Return the mean squared error of `model` on a batch `(x, y)`.
+
+    The prediction is cast to float32 first, as Keras losses do, so the
+    loss also works under the "mixed_float16" policy.
+    """
     x, y = data[0], data[1]
-    return keras.ops.mean(keras.ops.square(model(x) - y))
+    prediction = keras.ops.cast(model(x), "float32")
+    return keras.ops.mean(keras.ops.square(prediction - y))
 
 
 @keras.saving.register_keras_serializable(package="autoloss_tests")
@@ -190,3 +195,12 @@ def make_two_layer_net(regression_data):
 def step_recorder():
     """Return the `StepRecorder` callback class."""
     return StepRecorder
+
+
+@pytest.fixture
+def mixed_precision():
+    """Set the global dtype policy to "mixed_float16" for one test."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy(previous)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autoloss_models.dcgan import DCGAN
 from autoloss_tf import CyclicSchedule
 from autoloss_tf import LearnedSchedule
 from autoloss_tf import LinearController
@@ -212,8 +213,9 @@ def test_clipnorm_bounds_each_step(strategy, make_regressor, regression_data,
     assert float(model.feature_tracker.grad_norms[0, 0]) * np.sqrt(4) > 10 * clipnorm
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
 def test_train_step_traced_once_per_replica(
-    strategy, make_regressor, regression_data
+    steps_per_execution, strategy, make_regressor, regression_data
 ):
     x, y = regression_data
     with strategy.scope():
@@ -221,13 +223,18 @@ def test_train_step_traced_once_per_replica(
         model.compile(
             optimizer=keras.optimizers.SGD(0.01),
             schedule=_learned_schedule(["mse", "l1"]),
-            jit_compile=False,
+            steps_per_execution=steps_per_execution, jit_compile=False,
         )
         model.fit(x, y, epochs=3, **FIT_ARGS)
         model.fit(x, y, epochs=2, **FIT_ARGS)
 
-    # MirroredStrategy runs the step function once per replica thread.
-    assert model.train_step_traces == strategy.num_replicas_in_sync
+    # MirroredStrategy runs the step function once per replica thread. With
+    # several steps per execution the first step is traced outside the
+    # loop and the loop body once more.
+    traces_per_replica = 1 if steps_per_execution == 1 else 2
+    assert model.train_step_traces == (
+        traces_per_replica * strategy.num_replicas_in_sync
+    )
     assert int(model.training_state.step.numpy()) == 15
 
 
@@ -237,9 +244,7 @@ def test_rejects_jit_compile(strategy):
     # compile() and fit() never receives it.
     with strategy.scope():
         with pytest.raises(ValueError, match="jit_compile=False"):
-            replicas_lib.check_strategy(
-                strategy, [], jit_compile=True, steps_per_execution=1
-            )
+            replicas_lib.check_strategy(strategy, [], jit_compile=True)
 
 
 def test_rejects_other_strategies(make_regressor, regression_data):
@@ -310,14 +315,129 @@ def test_validation_features_match_single_device(
     np.testing.assert_allclose(histories[1], histories[0], rtol=1e-5)
 
 
-def test_rejects_steps_per_execution(
-    strategy, make_two_layer_net, regression_data
+def test_steps_per_execution_matches_one_step(
+    strategy, make_two_layer_net, regression_data, step_recorder
+):
+    runs = {}
+    for steps_per_execution in (1, 2):
+        with strategy.scope():
+            model = make_two_layer_net()
+            model.compile(
+                optimizer=keras.optimizers.Adam(0.05),
+                schedule=_learned_schedule(["first", "second"]),
+                steps_per_execution=steps_per_execution, jit_compile=False,
+            )
+            recorder = step_recorder()
+            x, y = regression_data
+            model.fit(x, y, epochs=3, callbacks=[recorder], **FIT_ARGS)
+        runs[steps_per_execution] = (model, recorder)
+
+    single_model, single_steps = runs[1]
+    multi_model, multi_steps = runs[2]
+    assert int(multi_model.training_state.step.numpy()) == 9
+    # Each epoch has 3 steps: one execution of 2 steps, then one of 1.
+    # Keras logs the last step of every execution.
+    logged_steps = [1, 2, 4, 5, 7, 8]
+    assert multi_steps.column("action") == [
+        single_steps.column("action")[i] for i in logged_steps
+    ]
+    for variable, expected in zip(
+        _model_variables(multi_model),
+        _single_values(_model_variables(single_model)),
+    ):
+        for replica_value in _replica_values(variable):
+            np.testing.assert_array_equal(
+                replica_value, expected, err_msg=variable.path
+            )
+
+
+def test_overflow_shard_skips_every_replica(
+    mixed_precision, strategy, make_two_layer_net, regression_data,
+    step_recorder,
 ):
     x, y = regression_data
+    x = x.copy()
+    # Sample 2 lands in the second replica's shard of the first batch and
+    # becomes inf in float16. Keras 3.15.1's LossScaleOptimizer checks
+    # replica 0's gradients only, so on its own it would apply this step.
+    x[2, 0] = 1e30
+    initial_scale = 2.0**8
     with strategy.scope():
         model = make_two_layer_net()
         model.compile(
-            optimizer="sgd", steps_per_execution=3, jit_compile=False
+            optimizer=keras.optimizers.LossScaleOptimizer(
+                keras.optimizers.Adam(0.05), initial_scale=initial_scale
+            ),
+            schedule=CyclicSchedule(["first", "second"]), jit_compile=False,
         )
-        with pytest.raises(ValueError, match="steps_per_execution=1"):
+        initial = [_replica_values(v) for v in model.trainable_variables]
+        recorder = step_recorder(lambda: [
+            _replica_values(v) for v in model.trainable_variables
+        ])
+        model.fit(x, y, epochs=1, callbacks=[recorder], **FIT_ARGS)
+
+    assert recorder.column("action") == [-1, 1, 0]
+    assert int(model.training_state.skipped.numpy()) == 1
+    for before, after in zip(initial, recorder.snapshots[0]):
+        for replica_before, replica_after in zip(before, after):
+            np.testing.assert_array_equal(replica_after, replica_before)
+    for variable in _model_variables(model):
+        first, second = _replica_values(variable)
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)
+    for variable in model.trainable_variables:
+        assert np.all(np.isfinite(_replica_values(variable)[0])), variable.path
+    first_optimizer, second_optimizer = model.action_optimizers
+    assert _replica_values(first_optimizer.dynamic_scale) == [
+        initial_scale / 2
+    ] * 2
+    assert _replica_values(second_optimizer.dynamic_scale) == [
+        initial_scale
+    ] * 2
+
+
+def test_dcgan_fits_under_strategy(strategy):
+    # A DCGAN is called on latent vectors but trained on images, so Keras
+    # must not build it by calling it on a batch.
+    images = np.random.default_rng(0).uniform(
+        -1.0, 1.0, size=(8, 8, 8, 1)
+    ).astype("float32")
+    with strategy.scope():
+        gan = DCGAN(image_shape=(8, 8, 1), latent_dim=4, base_filters=4,
+                    kernel_size=3)
+        gan.compile(schedule=CyclicSchedule(["discriminator", "generator"]))
+        gan.fit(images, epochs=2, **FIT_ARGS)
+
+    assert int(gan.generator_optimizer.iterations.numpy()) == 2
+    assert int(gan.discriminator_optimizer.iterations.numpy()) == 2
+    # Batch-norm moving statistics are left out: Keras 3.15.1 updates them
+    # on each replica from its own shard, as in a plain Keras fit.
+    optimizer_variables = [
+        v for optimizer in gan.action_optimizers for v in optimizer.variables
+    ]
+    for variable in gan.trainable_variables + optimizer_variables:
+        first, second = _replica_values(variable)
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)
+
+
+def test_evaluate_matches_single_device(strategy, make_two_layer_net,
+                                        regression_data):
+    x, y = regression_data
+    results = []
+    for scope in (None, strategy):
+        with scope.scope() if scope else tf.name_scope("single"):
+            model = make_two_layer_net()
+            model.compile(
+                optimizer=keras.optimizers.Adam(0.05),
+                steps_per_execution=2, jit_compile=False,
+            )
             model.fit(x, y, epochs=1, **FIT_ARGS)
+            results.append(model.evaluate(
+                x, y, batch_size=4, verbose=0, return_dict=True
+            ))
+
+    single, mirrored = results
+    assert set(mirrored) == {"loss", "loss/first", "loss/second"}
+    # `evaluate` returns the logs of the last batch: the mean of the two
+    # shards' losses there equals the loss of the whole batch.
+    for key in ("loss/first", "loss/second"):
+        assert mirrored[key] == pytest.approx(single[key], rel=1e-5), key

@@ -121,6 +121,102 @@ def test_train_step_traced_once(kind, make_regressor, regression_data):
     assert int(model.training_state.step) == 15
 
 
+# Steps per execution and XLA.
+
+
+def _linear_schedule(action_names):
+    """Return a seeded linear policy whose logits depend on the features."""
+    names = feature_names(action_names)
+    controller = LinearController(
+        num_features=len(names), num_actions=len(action_names)
+    )
+    kernel = np.linspace(-1.0, 1.0, len(names) * len(action_names))
+    controller.output_layer.kernel.assign(
+        kernel.reshape(len(names), len(action_names)).astype("float32")
+    )
+    return LearnedSchedule(controller, seed=5)
+
+
+def _fit_two_layer_net(make_two_layer_net, regression_data, step_recorder,
+                       **compile_kwargs):
+    x, y = regression_data
+    model = make_two_layer_net()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        schedule=_linear_schedule(["first", "second"]), **compile_kwargs,
+    )
+    recorder = step_recorder()
+    model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0,
+              callbacks=[recorder])
+    return model, recorder
+
+
+@pytest.fixture
+def op_determinism_off():
+    """Turn TensorFlow op determinism off for one test, then restore it.
+
+    Keras 3.15 ignores jit_compile=True while op determinism is on, and
+    earlier tests in this process may have turned it on. TensorFlow 2.21
+    has no public function that turns it off again.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    determinism = tf_config._pywrap_determinism
+    previous = determinism.is_enabled()
+    determinism.enable(False)
+    yield
+    determinism.enable(previous)
+
+
+@pytest.mark.parametrize("steps_per_execution", [2, 3])
+def test_steps_per_execution_matches_one_step(
+    steps_per_execution, make_two_layer_net, regression_data, step_recorder
+):
+    reference, reference_steps = _fit_two_layer_net(
+        make_two_layer_net, regression_data, step_recorder, jit_compile=False
+    )
+    model, steps = _fit_two_layer_net(
+        make_two_layer_net, regression_data, step_recorder,
+        jit_compile=False, steps_per_execution=steps_per_execution,
+    )
+
+    # Each epoch has 3 steps, and Keras logs the last step of each
+    # execution.
+    last_steps = [2, 3] if steps_per_execution == 2 else [3]
+    logged = [epoch * 3 + step - 1 for epoch in range(3)
+              for step in last_steps]
+    actions = reference_steps.column("action")
+    assert steps.column("action") == [actions[i] for i in logged]
+    assert set(actions) == {0, 1}
+    assert int(model.training_state.step) == 9
+    _assert_all_equal(_numpy_values(model.variables),
+                      _numpy_values(reference.variables))
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_jit_compile_matches_graph(
+    steps_per_execution, op_determinism_off, make_two_layer_net,
+    regression_data, step_recorder,
+):
+    reference, reference_steps = _fit_two_layer_net(
+        make_two_layer_net, regression_data, step_recorder, jit_compile=False
+    )
+    model, steps = _fit_two_layer_net(
+        make_two_layer_net, regression_data, step_recorder,
+        jit_compile=True, steps_per_execution=steps_per_execution,
+    )
+
+    assert model.jit_compile is True
+    actions = reference_steps.column("action")
+    assert steps.column("action") == actions[steps_per_execution - 1::
+                                             steps_per_execution]
+    # XLA fuses and reorders float operations, so the weights agree to
+    # rounding only.
+    for value, expected in zip(_numpy_values(model.trainable_variables),
+                               _numpy_values(reference.trainable_variables)):
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_eager_fit_matches_compiled(make_regressor, regression_data):
     x, y = regression_data
     histories, weights = [], []

@@ -13,6 +13,8 @@ from autoloss_tf import MemberwiseSchedule
 from autoloss_tf import RandomSchedule
 from autoloss_tf import ThresholdSchedule
 from autoloss_tf import feature_names
+from autoloss_tf.schedules import inverse_cdf_sample
+from autoloss_tf.schedules import sample_categorical
 
 ACTIONS = ["task", "l1"]
 FEATURES = feature_names(ACTIONS)
@@ -368,3 +370,54 @@ def test_learned_schedule_checks_expected_names():
     )
     with pytest.raises(ValueError, match="trained on other feature names"):
         swapped.bind(["task", "l1"], names, 1)
+
+
+# Sampling.
+
+
+def _random_logits(rng, rows, num_actions):
+    scale = rng.choice([0.1, 1.0, 5.0])
+    return (scale * rng.normal(size=(rows, num_actions))).astype("float32")
+
+
+def test_inverse_cdf_sample_matches_stateless_categorical():
+    rng = np.random.default_rng(0)
+    cases = []
+    for case in range(60):
+        logits = _random_logits(rng, int(rng.integers(1, 9)),
+                                int(rng.integers(2, 5)))
+        if case % 20 == 0:
+            logits[0] = np.nan
+        if case % 20 == 10:
+            logits[-1, 0] = -np.inf
+        seed = tf.constant(
+            [int(rng.integers(0, 1000)), int(rng.integers(0, 10**5))],
+            tf.int32,
+        )
+        cases.append((logits, seed))
+
+    for logits, seed in cases:
+        expected = tf.random.stateless_categorical(
+            logits, 1, seed, dtype="int32"
+        )[:, 0]
+        np.testing.assert_array_equal(
+            inverse_cdf_sample(logits, seed), expected
+        )
+    # An all-NaN row gets the out-of-range index, as the kernel returns.
+    nan_logits, seed = cases[0]
+    assert int(inverse_cdf_sample(nan_logits, seed)[0]) == (
+        nan_logits.shape[1]
+    )
+
+
+def test_sample_categorical_same_under_xla():
+    rng = np.random.default_rng(1)
+    compiled = tf.function(sample_categorical, jit_compile=True)
+    draws = []
+    for step in range(40):
+        logits = _random_logits(rng, 4, 3)
+        seed = tf.constant([7, step], tf.int32)
+        expected = sample_categorical(logits, seed)
+        np.testing.assert_array_equal(compiled(logits, seed), expected)
+        draws.extend(expected.numpy().tolist())
+    assert set(draws) == {0, 1, 2}
