@@ -14,8 +14,8 @@ removed part costs:
 - `no_feature_updates`: without the per-step progress and loss and
   gradient-norm feature updates.
 - `no_bookkeeping`: also without the feature-refresh `cond`, the rollout
-  observation and the step, skip and activity counters; only the step
-  counter remains.
+  observation and the skip and activity counters. Only the step counter
+  remains.
 - `no_finite_guard`: the chosen action's update applied without the
   gradient-norm feature, the finite checks and their `cond`.
 - `fixed_task_no_dispatch`: `fixed_task` calling the "task" update
