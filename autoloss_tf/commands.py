@@ -207,6 +207,54 @@ def _training_settings(args, data_sets, learning_rate):
     }
 
 
+def check_online_training_target(args, runs, checkpoint):
+    """Raise UsageError for a bad `--runs` or `--out` of online training.
+
+    Args:
+        args: the parsed arguments, with `out` and `resume`.
+        runs: the requested number of task runs.
+        checkpoint: path of the trainer's checkpoint file under `--out`.
+    """
+    if runs < 1:
+        raise UsageError(f"--runs must be >= 1. Received: --runs {runs}.")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(
+            f"--out must be a directory. Received: {args.out}, a file."
+        )
+    if os.path.exists(checkpoint) and not args.resume:
+        raise UsageError(
+            f"{args.out} already contains a controller-training checkpoint. "
+            "Pass --resume to continue it, or choose another --out."
+        )
+
+
+def resume_online_trainer(trainer, args, options):
+    """Load an online trainer's checkpoint; reject one with other settings.
+
+    Args:
+        trainer: a GAN or NMT `OnlineControllerTrainer`.
+        args: the parsed arguments, with `out`.
+        options: the command-line options that set the checkpoint's
+            settings, named in the error, e.g. "--mode and --seed".
+    """
+    done = trainer.resume()
+    saved = trainer.saved_settings
+    current = dict(trainer.settings.to_dict(), seed=trainer.seed)
+    if saved is not None:
+        saved = dict(saved, seed=trainer.saved_seed)
+    if saved is not None and saved != current:
+        changed = {key: (saved.get(key), value)
+                   for key, value in current.items()
+                   if saved.get(key) != value}
+        raise UsageError(
+            "--resume needs the settings of the checkpoint in "
+            f"{args.out}. Changed (checkpoint, now): {changed}. Rerun with "
+            f"the checkpoint's {options}, or choose another --out."
+        )
+    if done == 0 and saved is None:
+        print(f"No checkpoint in {args.out}; starting from the first run.")
+
+
 def _resume(trainer, args):
     done = trainer.resume()
     if done == 0:

@@ -13,8 +13,10 @@ from tqdm import tqdm
 from autoloss_tf import export as export_lib
 from autoloss_tf.commands import UsageError
 from autoloss_tf.commands import check_json_target
+from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import resume_online_trainer
 from autoloss_tf.commands import write_json
 
 TASK = "nmt"
@@ -143,7 +145,9 @@ def train_controller(args, command):
     settings = nmt_settings(args)
     runs = DEFAULT_RUNS if args.runs is None else args.runs
     state_dir = os.path.join(args.out, "training")
-    _check_training_target(args, runs, state_dir)
+    check_online_training_target(
+        args, runs, os.path.join(state_dir, experiments.CHECKPOINT_FILE)
+    )
 
     experiments.set_seeds(args.seed)
     corpus = load_corpus(settings)
@@ -151,7 +155,10 @@ def train_controller(args, command):
         settings, corpus, state_dir, seed=args.seed
     )
     if args.resume:
-        _resume(trainer, args)
+        resume_online_trainer(
+            trainer, args,
+            "--mode, --budget-seconds, --max-steps, --clock and --seed",
+        )
     _train_with_progress(trainer, runs, settings)
 
     info = _export(trainer, args, command, runs)
@@ -162,41 +169,6 @@ def train_controller(args, command):
         f"written to {args.out}"
     )
     return info
-
-
-def _check_training_target(args, runs, state_dir):
-    if runs < 1:
-        raise UsageError(f"--runs must be >= 1. Received: --runs {runs}.")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(
-            f"--out must be a directory. Received: {args.out}, a file."
-        )
-    checkpoint = os.path.join(state_dir, _experiments().CHECKPOINT_FILE)
-    if os.path.exists(checkpoint) and not args.resume:
-        raise UsageError(
-            f"{args.out} already contains a controller-training checkpoint. "
-            "Pass --resume to continue it, or choose another --out."
-        )
-
-
-def _resume(trainer, args):
-    done = trainer.resume()
-    saved = trainer.saved_settings
-    current = dict(trainer.settings.to_dict(), seed=trainer.seed)
-    if saved is not None:
-        saved = dict(saved, seed=trainer.saved_seed)
-    if saved is not None and saved != current:
-        changed = {key: (saved.get(key), value)
-                   for key, value in current.items()
-                   if saved.get(key) != value}
-        raise UsageError(
-            "--resume needs the settings of the checkpoint in "
-            f"{args.out}. Changed (checkpoint, now): {changed}. Rerun with "
-            "the checkpoint's --mode, --budget-seconds, --max-steps, "
-            "--clock and --seed, or choose another --out."
-        )
-    if done == 0 and saved is None:
-        print(f"No checkpoint in {args.out}; starting from the first run.")
 
 
 def _train_with_progress(trainer, runs, settings):
