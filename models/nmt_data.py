@@ -54,8 +54,8 @@ Every tag belongs to a word, but the source is tokenized into subwords.
 The label of a word goes on its first subword, and continuation subwords
 and padding get label 0, which the tagging losses ignore.
 
-With the defaults of `load_corpus`, the vocabularies have 2,684 German and
-2,576 English tokens, and 493 / 32 / 43 pairs of train / valid / test are
+With the defaults of `load_corpus` (minimum word count 10), the
+vocabularies have 2,684 German and 2,576 English tokens, and 493 / 32 / 43 pairs of train / valid / test are
 too long for 30 positions, leaving 15,507 / 968 / 1,374.
 """
 
@@ -568,7 +568,8 @@ def _germeval_fields(path, line_number, line, previous_tokens):
 def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
                 lemma_classes=40, seed=DEFAULT_SEED, path=None,
                 cache_dir=None, progress=None, *, data_dir=None,
-                split_sizes=DEFAULT_SPLIT_SIZES, lowercase=True):
+                split_sizes=DEFAULT_SPLIT_SIZES, lowercase=True,
+                min_word_count=None):
     """Build, or load from the cache, the encoded multi-task NMT corpus.
 
     Steps: `load_pairs`; HanTa tags and lemmas for every German sentence;
@@ -590,10 +591,10 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
 
     Args:
         vocabulary_size: maximum vocabulary size per language, reserved
-            tokens included. On the dictionary pairs, 3,000 and 10,000 give
-            the same vocabularies (2,684 German and 2,576 English tokens),
-            because the WordPiece learner's minimum count of 10 caps them
-            (see `nmt_text.build_vocabulary`). Defaults to 3000.
+            tokens included. On the dictionary pairs with the default
+            minimum word count, 3,000 and 10,000 give the same vocabularies
+            (2,684 German and 2,576 English tokens), because the count caps
+            them (see `nmt_text.build_vocabulary`). Defaults to 3000.
         source_length: German subword positions per row. Defaults to 30.
         target_length: English positions per row, BOS or EOS included.
             Defaults to 30.
@@ -613,6 +614,8 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
             Defaults to (16000, 1000).
         lowercase: whether subwords are case-folded. The tagger always gets
             the original case. Defaults to True.
+        min_word_count: the WordPiece learner's minimum word count. Defaults
+            to None, which means 10, keras-hub's value.
 
     Returns:
         `NmtCorpus`.
@@ -629,6 +632,9 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
     _check_int("source_length", source_length, 1)
     _check_int("target_length", target_length, 2)
     _check_int("lemma_classes", lemma_classes, 1)
+    if min_word_count is None:
+        min_word_count = nmt_text.DEFAULT_MIN_WORD_COUNT
+    _check_int("min_word_count", min_word_count, 1)
     report = progress if progress is not None else _ignore
     cache = Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR)))
     _make_cache_dir(cache)
@@ -637,7 +643,7 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
     settings = {
         "vocabulary_size": vocabulary_size, "source_length": source_length,
         "target_length": target_length, "lemma_classes": lemma_classes,
-        "lowercase": lowercase,
+        "lowercase": lowercase, "min_word_count": min_word_count,
     }
     corpus_key = _hash_key(
         "corpus", _package_version("HanTa"), _package_version("keras-hub"),
@@ -669,13 +675,16 @@ def _build_corpus(pairs, settings, cache, report):
     train_english = [english for _, english in pairs.train]
     vocabulary_size = settings["vocabulary_size"]
     lowercase = settings["lowercase"]
+    min_word_count = settings["min_word_count"]
     source_vocabulary = _vocabulary_with_cache(
         "German", train_german, vocabulary_size,
-        nmt_text.SOURCE_RESERVED_TOKENS, lowercase, cache, report,
+        nmt_text.SOURCE_RESERVED_TOKENS, lowercase, min_word_count, cache,
+        report,
     )
     target_vocabulary = _vocabulary_with_cache(
         "English", train_english, vocabulary_size,
-        nmt_text.TARGET_RESERVED_TOKENS, lowercase, cache, report,
+        nmt_text.TARGET_RESERVED_TOKENS, lowercase, min_word_count, cache,
+        report,
     )
 
     pos_tags = [nmt_text.IGNORE_LABEL, *_pos_inventory(tagger_output)]
@@ -821,10 +830,11 @@ def _tag_with_cache(pairs, words, cache, report):
 
 
 def _vocabulary_with_cache(language, texts, vocabulary_size, reserved_tokens,
-                           lowercase, cache, report):
+                           lowercase, min_word_count, cache, report):
     key = _hash_key(
-        "vocabulary", _package_version("keras-hub"), vocabulary_size,
-        list(reserved_tokens), lowercase, sorted(texts),
+        "vocabulary", _package_version("keras-hub"),
+        _package_version("tensorflow-text"), vocabulary_size,
+        list(reserved_tokens), lowercase, min_word_count, sorted(texts),
     )
     cache_file = cache / f"vocabulary-{language.lower()}-{key}.txt"
     if cache_file.is_file():
@@ -832,9 +842,10 @@ def _vocabulary_with_cache(language, texts, vocabulary_size, reserved_tokens,
         return cache_file.read_text(encoding="utf-8").split("\n")[:-1]
 
     report(f"Building the {language} WordPiece vocabulary (target "
-           f"{vocabulary_size:,}) from {len(texts):,} sentences.")
+           f"{vocabulary_size:,}, minimum word count {min_word_count}) "
+           f"from {len(texts):,} sentences.")
     vocabulary = nmt_text.build_vocabulary(
-        texts, vocabulary_size, reserved_tokens, lowercase
+        texts, vocabulary_size, reserved_tokens, lowercase, min_word_count
     )
     report(f"The {language} vocabulary has {len(vocabulary):,} tokens.")
     _write_atomic(cache_file, "".join(f"{token}\n" for token in vocabulary)

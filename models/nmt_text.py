@@ -15,8 +15,9 @@ The pieces `autoloss_models.nmt_data` combines into a corpus:
   infinitives). `coarse_stts_tag` maps its tags to plain STTS.
 - `lemma_edit_class` turns a word and its lemma into the edit that maps
   one to the other, the label of the second auxiliary task.
-- `build_vocabulary` and `make_tokenizer` build keras-hub WordPiece
-  vocabularies and tokenizers from training text.
+- `build_vocabulary` and `make_tokenizer` build WordPiece vocabularies
+  (tensorflow-text's learner, as keras-hub calls it) and keras-hub
+  tokenizers from training text.
 - `align_word_labels` flattens per-word subwords and puts each word's label
   on its first subword, with label 0 (ignore) on the continuation pieces.
 """
@@ -46,6 +47,9 @@ HANTA_REQUIREMENT = "HanTa==1.2.1"
 HANTA_GERMAN_MODEL = "morphmodel_ger.pgz"
 # Batch size of the sentences fed to the vocabulary learner.
 _VOCABULARY_BATCH_SIZE = 1000
+# The minimum word count with which keras-hub 0.32 calls the WordPiece
+# learner.
+DEFAULT_MIN_WORD_COUNT = 10
 
 # Characters that may join two word characters inside one word: hyphens
 # (US-Präsident), apostrophes (geht's, geht’s) and periods (z.B.).
@@ -256,21 +260,31 @@ def label_ids(names, label_names):
     return [index.get(name, fallback) for name in names]
 
 
-def build_vocabulary(texts, vocabulary_size, reserved_tokens, lowercase=True):
-    """Learn a WordPiece vocabulary from training text with keras-hub.
+def build_vocabulary(texts, vocabulary_size, reserved_tokens, lowercase=True,
+                     min_word_count=None):
+    """Learn a WordPiece vocabulary from training text.
+
+    Words are split as keras-hub's `compute_word_piece_vocabulary` splits
+    them, and tensorflow-text's WordPiece learner, which that function
+    calls, learns the vocabulary. Calling the learner here makes its
+    minimum word count a setting: keras-hub 0.32 fixes it at 10, and with
+    that count the result is keras-hub's vocabulary.
 
     Args:
         texts: sentences, a sequence of str.
         vocabulary_size: maximum number of entries, reserved tokens
-            included. The result can be smaller, because tensorflow-text's
-            learner (called by keras-hub 0.32 with its default minimum count
-            of 10) gives no token of its own to a rarer word. NOTE: on the
-            16,000 German training sentences, targets of 3,000 and 10,000
-            both gave the same 2,684 entries, and on a few sentences only
-            the characters remain.
+            included. The result can be smaller, because the learner
+            gives no token of its own to a word seen fewer than
+            `min_word_count` times. On the 16,000 German training sentences
+            with a count of 10, targets of 3,000 and 10,000 both gave the
+            same 2,684 entries.
         reserved_tokens: tokens that take the first ids, in order.
         lowercase: whether text is case-folded before learning. Defaults to
             True.
+        min_word_count: words seen fewer times get no token of their own
+            (they are spelled with subwords). Defaults to None, which means
+            10, keras-hub's fixed value. A lower count lets a small corpus
+            reach a larger vocabulary.
 
     Returns:
         The vocabulary, a list of str: id -> token.
@@ -291,22 +305,35 @@ def build_vocabulary(texts, vocabulary_size, reserved_tokens, lowercase=True):
         raise ValueError(
             "A vocabulary needs training text. Received: no sentences."
         )
-    import keras_hub
+    if min_word_count is None:
+        min_word_count = DEFAULT_MIN_WORD_COUNT
+    _check_positive_int("min_word_count", min_word_count, example=2)
     import tensorflow as tf
+    from keras_hub.src.tokenizers import word_piece_tokenizer_trainer
+    from tensorflow_text.tools.wordpiece_vocab import (
+        wordpiece_tokenizer_learner_lib as learner,
+    )
 
-    # `compute_word_piece_vocabulary` reads a Python list as a list of file
-    # names, so the sentences go in as a tf.data.Dataset.
+    # The pre-tokenization and learner call of keras-hub's
+    # `compute_word_piece_vocabulary`, with `lower_thresh` exposed. A
+    # Python list there would be read as file names, so the sentences go
+    # in as a tf.data.Dataset.
     dataset = tf.data.Dataset.from_tensor_slices(texts).batch(
         _VOCABULARY_BATCH_SIZE
     )
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        dataset,
-        vocabulary_size,
-        lowercase=lowercase,
-        strip_accents=False,
-        suffix_indicator=SUFFIX_INDICATOR,
-        reserved_tokens=list(reserved_tokens),
+    words = dataset.map(
+        lambda text: word_piece_tokenizer_trainer.pretokenize(
+            text, lowercase, False, True, True
+        )
     )
+    vocabulary = learner.learn(
+        learner.count_words(words),
+        vocab_size=vocabulary_size,
+        reserved_tokens=list(reserved_tokens),
+        lower_thresh=min_word_count,
+        include_joiner_token=True,
+        joiner=SUFFIX_INDICATOR,
+    )[:vocabulary_size]
     return [str(token) for token in vocabulary]
 
 

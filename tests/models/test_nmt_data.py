@@ -338,6 +338,45 @@ def test_vocabulary_round_trip():
         assert tokenizer.detokenize(ids) == normalized
 
 
+def test_vocabulary_default_count_matches_keras_hub():
+    import keras_hub
+    import tensorflow as tf
+
+    texts = ROUND_TRIP_TEXT * 10 + ["Ein seltenes Wort."] * 3
+    ours = nmt_text.build_vocabulary(
+        texts, 120, nmt_text.TARGET_RESERVED_TOKENS
+    )
+    theirs = keras_hub.tokenizers.compute_word_piece_vocabulary(
+        tf.data.Dataset.from_tensor_slices(texts).batch(1000), 120,
+        lowercase=True, strip_accents=False, suffix_indicator="##",
+        reserved_tokens=list(nmt_text.TARGET_RESERVED_TOKENS),
+    )
+    assert ours == [str(token) for token in theirs]
+
+
+def test_vocabulary_min_word_count():
+    # "seltenes" occurs 3 times: a whole-word token only when the minimum
+    # count is at most 3.
+    texts = ROUND_TRIP_TEXT * 10 + ["Ein seltenes Wort."] * 3
+    default = nmt_text.build_vocabulary(
+        texts, 200, nmt_text.TARGET_RESERVED_TOKENS
+    )
+    three = nmt_text.build_vocabulary(
+        texts, 200, nmt_text.TARGET_RESERVED_TOKENS, min_word_count=3
+    )
+    four = nmt_text.build_vocabulary(
+        texts, 200, nmt_text.TARGET_RESERVED_TOKENS, min_word_count=4
+    )
+    assert "seltenes" not in default
+    assert "seltenes" not in four
+    assert "seltenes" in three
+    assert len(three) > len(default)
+    with pytest.raises(ValueError, match="min_word_count=0"):
+        nmt_text.build_vocabulary(
+            texts, 200, nmt_text.TARGET_RESERVED_TOKENS, min_word_count=0
+        )
+
+
 def test_build_vocabulary_invalid_size():
     with pytest.raises(ValueError, match="exceed the number of reserved"):
         nmt_text.build_vocabulary(

@@ -45,6 +45,7 @@ def _tiny_settings(**overrides):
     (dict(clock="cpu"), "`clock` must be one of"),
     (dict(budget_seconds=0.0), "`budget_seconds` must be > 0"),
     (dict(max_steps=0), "`max_steps` must be a positive integer"),
+    (dict(min_word_count=0), "`min_word_count` must be a positive integer"),
     (dict(fixed_ratio=(1.0, 1.0)), "one non-negative weight per task"),
     (dict(fine_tune_fraction=1.0), "fine_tune_fraction"),
     (dict(optimizer_state="both"), "optimizer_state"),
@@ -63,6 +64,7 @@ def test_settings_of_modes():
         2, 2, 0.3)
     assert (full.buffer_size, full.minibatch_size, full.gamma) == (
         2000, 64, 0.95)
+    assert (quick.min_word_count, full.min_word_count) == (10, 3)
     assert json.loads(json.dumps(quick.to_dict()))["mode"] == "quick"
     with pytest.raises(ValueError, match="Unknown NMT mode"):
         ne.settings_for("fast")
