@@ -457,19 +457,59 @@ class EpisodicTrainer:
 
     def save(self):
         """Write the checkpoint and history atomically."""
-        os.makedirs(self.directory, exist_ok=True)
-        temporary = self.checkpoint_path + ".tmp.npz"
-        np.savez(temporary, **self.updater.state_arrays())
-        os.replace(temporary, self.checkpoint_path)
-        payload = {
-            "baseline": self.updater.baseline.value,
-            "settings": self.settings,
-            "episodes": self.history,
-        }
-        temporary = self.history_path + ".tmp"
+        write_checkpoint(
+            self.checkpoint_path, self.updater.state_arrays(),
+            history_path=self.history_path, history={
+                "baseline": self.updater.baseline.value,
+                "settings": self.settings,
+                "episodes": self.history,
+            },
+        )
+
+
+def write_checkpoint(checkpoint_path, arrays, state=None, history_path=None,
+                     history=None):
+    """Write a training checkpoint, and optionally a JSON history, atomically.
+
+    Each file is written under a temporary name and then renamed, so a
+    kill leaves either the old file or the new one.
+
+    Args:
+        checkpoint_path: the `.npz` file to write.
+        arrays: dict name -> array (controller and optimizer state, an
+            unfinished run's weights).
+        state: optional JSON-serializable state, stored in the same file
+            under `state_json`, so arrays and state cannot disagree.
+        history_path: optional JSON file for the human-readable history.
+        history: the JSON content of `history_path`.
+    """
+    os.makedirs(os.path.dirname(checkpoint_path) or ".", exist_ok=True)
+    arrays = dict(arrays)
+    if state is not None:
+        arrays["state_json"] = np.asarray(json.dumps(state))
+    temporary = checkpoint_path + ".tmp.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, checkpoint_path)
+    if history_path is not None:
+        temporary = history_path + ".tmp"
         with open(temporary, "w") as f:
-            json.dump(payload, f)
-        os.replace(temporary, self.history_path)
+            json.dump(history, f)
+        os.replace(temporary, history_path)
+
+
+def read_checkpoint(checkpoint_path):
+    """Read a file written by `write_checkpoint`.
+
+    Returns:
+        `(state, arrays)`: the JSON state (None if none was stored) and the
+        dict of the other arrays, loaded into memory.
+    """
+    with np.load(checkpoint_path) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    state = None
+    if "state_json" in arrays:
+        state = json.loads(str(arrays.pop("state_json")))
+    return state, arrays
 
 
 def _action_fraction(episode):

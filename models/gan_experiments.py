@@ -36,7 +36,6 @@ it out beyond the baseline.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -838,21 +837,15 @@ class OnlineControllerTrainer:
         The checkpoint contains the controller, its optimizer, the state of an
         unfinished GAN run and the JSON state, in one file.
         """
-        os.makedirs(self.directory, exist_ok=True)
         state = self._state()
         arrays = dict(self.updater.state_arrays())
         if self._run is not None:
             arrays.update(self._run.state_arrays())
-        arrays["state_json"] = np.asarray(json.dumps(state))
-        temporary = self.checkpoint_path + ".tmp.npz"
-        np.savez(temporary, **arrays)
-        os.replace(temporary, self.checkpoint_path)
-        payload = {key: state[key] for key in
+        history = {key: state[key] for key in
                    ("settings", "seed", "baseline", "history", "runs")}
-        temporary = self.history_path + ".tmp"
-        with open(temporary, "w") as f:
-            json.dump(payload, f)
-        os.replace(temporary, self.history_path)
+        training.write_checkpoint(self.checkpoint_path, arrays, state=state,
+                                  history_path=self.history_path,
+                                  history=history)
 
     def resume(self):
         """Load the checkpoint if there is one; return segments done.
@@ -864,9 +857,7 @@ class OnlineControllerTrainer:
         """
         if not os.path.exists(self.checkpoint_path):
             return 0
-        with np.load(self.checkpoint_path) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        state = json.loads(str(arrays.pop("state_json")))
+        state, arrays = training.read_checkpoint(self.checkpoint_path)
         self.saved_settings = state["settings"]
         self.saved_seed = state["seed"]
         if (self.saved_settings != self.settings.to_dict()

@@ -278,9 +278,7 @@ def _save_snapshots(path, snapshots):
     for i, weights in enumerate(snapshots):
         for j, value in enumerate(weights):
             arrays[f"s{i}_w{j}"] = value
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+    training.write_checkpoint(path, arrays)
 
 
 def _clone(controller, weights=None):

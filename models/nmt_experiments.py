@@ -56,7 +56,6 @@ close to a uniform task mix.
 
 import collections
 import dataclasses
-import json
 import math
 import os
 import time
@@ -75,6 +74,7 @@ from autoloss_tf import RandomSchedule
 from autoloss_tf import feature_names as standard_feature_names
 from autoloss_tf import ppo
 from autoloss_tf import schedules as schedules_lib
+from autoloss_tf import training
 
 MODES = ("quick", "full")
 CLOCKS = ("wall", "process")
@@ -996,22 +996,16 @@ class OnlineControllerTrainer:
         """
         if self.directory is None:
             return
-        os.makedirs(self.directory, exist_ok=True)
         state = self._state()
         arrays = dict(self.updater.state_arrays())
         if self._run is not None:
             arrays.update(self._run.state_arrays())
-        arrays["state_json"] = np.asarray(json.dumps(state))
-        temporary = self.checkpoint_path + ".tmp.npz"
-        np.savez(temporary, **arrays)
-        os.replace(temporary, self.checkpoint_path)
-        payload = {"task": "nmt"}
-        payload.update({key: state[key] for key in
+        history = {"task": "nmt"}
+        history.update({key: state[key] for key in
                         ("settings", "seed", "history", "runs")})
-        temporary = self.history_path + ".tmp"
-        with open(temporary, "w") as f:
-            json.dump(payload, f)
-        os.replace(temporary, self.history_path)
+        training.write_checkpoint(self.checkpoint_path, arrays, state=state,
+                                  history_path=self.history_path,
+                                  history=history)
 
     def resume(self):
         """Load the checkpoint if there is one; return segments done.
@@ -1023,9 +1017,7 @@ class OnlineControllerTrainer:
         """
         if self.directory is None or not os.path.exists(self.checkpoint_path):
             return 0
-        with np.load(self.checkpoint_path) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        state = json.loads(str(arrays.pop("state_json")))
+        state, arrays = training.read_checkpoint(self.checkpoint_path)
         self.saved_settings = state["settings"]
         self.saved_seed = state["seed"]
         if (self.saved_settings != self.settings.to_dict()

@@ -256,3 +256,29 @@ def test_progress_baseline_before_fit_is_weighted_mean():
 def test_progress_baseline_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         training.ProgressBaseline(**kwargs)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = str(tmp_path / "nested" / "checkpoint.npz")
+    history_path = str(tmp_path / "nested" / "history.json")
+    arrays = {"w": np.arange(6.0).reshape(2, 3), "step": np.asarray(7)}
+    state = {"run_index": 2, "history": [{"reward": 0.5}]}
+    training.write_checkpoint(path, arrays, state=state,
+                              history_path=history_path,
+                              history={"runs": [1, 2]})
+
+    loaded_state, loaded = training.read_checkpoint(path)
+    assert loaded_state == state
+    assert sorted(loaded) == ["step", "w"]
+    np.testing.assert_array_equal(loaded["w"], arrays["w"])
+    assert int(loaded["step"]) == 7
+    with open(history_path) as f:
+        assert json.load(f) == {"runs": [1, 2]}
+    assert sorted(os.listdir(tmp_path / "nested")) == [
+        "checkpoint.npz", "history.json"]
+
+    # Without a state, nothing but the arrays is stored.
+    training.write_checkpoint(path, {"w": np.zeros(2)})
+    loaded_state, loaded = training.read_checkpoint(path)
+    assert loaded_state is None
+    assert list(loaded) == ["w"]
