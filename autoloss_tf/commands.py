@@ -705,3 +705,38 @@ def _is_gan_result(content):
     if content.get("task") == "gan" and "methods" in content:
         return True
     return "history" in content and "runs" in content
+
+
+def select_methods(requested, available, without_controller=None):
+    """Return the methods of `available` named in `requested`, in order.
+
+    Args:
+        requested: the `--methods` names, or None for all of `available`.
+        available: the methods the comparison can run.
+        without_controller: a method name that needs `--controller`, given
+            when no controller was passed, for a clearer error.
+
+    Raises:
+        UsageError: for a name that is not available or a repeated name.
+    """
+    if requested is None:
+        return list(available)
+    for name in requested:
+        if name == without_controller:
+            raise UsageError(
+                f"--methods {name} needs a trained controller. Received no "
+                "--controller. Pass --controller DIR, or leave it out of "
+                "--methods."
+            )
+        if name not in available:
+            raise UsageError(
+                f"--methods must name methods of this comparison: "
+                f"{', '.join(available)}. Received: {name!r}. Pass some of "
+                "those names."
+            )
+    if len(set(requested)) != len(requested):
+        raise UsageError(
+            f"--methods names each method once. Received: "
+            f"{' '.join(requested)}. Remove the repeated names."
+        )
+    return [name for name in available if name in requested]

@@ -17,6 +17,7 @@ from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
 from autoloss_tf.commands import resume_online_trainer
+from autoloss_tf.commands import select_methods
 from autoloss_tf.commands import write_json
 
 TASK = "gan"
@@ -26,7 +27,7 @@ DEFAULT_TRIALS = 3
 # tasks read, and those that only the GAN and NMT tasks read.
 L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
                    "data_sets", "baseline", "controller_kind", "dataset")
-GAN_ONLY_OPTIONS = ("runs", "mode")
+GAN_ONLY_OPTIONS = ("runs", "mode", "methods")
 
 
 def _experiments():
@@ -213,19 +214,24 @@ def compare(args, command):
     loaded = None
     if args.controller is not None:
         loaded = load_gan_controller(args.controller)
+    methods = select_methods(
+        args.methods,
+        experiments.comparison_methods(settings, loaded is not None),
+        without_controller=None if loaded is not None else
+        experiments.AUTOLOSS,
+    )
 
     experiments.set_determinism(args.seed)
     images, classifier = load_data()
-    methods = experiments.comparison_methods(settings, loaded is not None)
     print(f"gan {settings.mode} mode: methods {', '.join(methods)}; "
           f"{trials} trials of {settings.total_updates} updates each")
     started = time.time()
-    total = experiments.updates_per_comparison(settings, trials,
-                                               loaded is not None)
+    total = len(methods) * trials * settings.total_updates
     with tqdm(total=total, unit="update", desc="compare gan") as bar:
         methods_results = experiments.run_comparison(
             settings, None if loaded is None else loaded.controller,
             images, classifier, trials, seed=args.seed, progress=bar.update,
+            methods=methods,
         )
 
     results = summarize(methods_results, settings, args, command, loaded,

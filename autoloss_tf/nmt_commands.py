@@ -17,6 +17,7 @@ from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
 from autoloss_tf.commands import resume_online_trainer
+from autoloss_tf.commands import select_methods
 from autoloss_tf.commands import write_json
 
 TASK = "nmt"
@@ -265,10 +266,10 @@ def compare(args, command):
     loaded = None
     if args.controller is not None:
         loaded = load_nmt_controller(args.controller)
+    methods = select_methods(args.methods, experiments.METHODS)
 
     experiments.set_seeds(args.seed)
     corpus = load_corpus(settings)
-    methods = experiments.METHODS
     print(f"nmt {settings.mode} mode: methods {', '.join(methods)}; "
           f"{trials} trials of {settings.budget_seconds:.0f} counted "
           f"{settings.clock}-clock seconds each")
@@ -284,7 +285,7 @@ def compare(args, command):
         methods_results = experiments.run_comparison(
             settings, corpus, trials, seed=args.seed,
             controller=None if loaded is None else loaded.controller,
-            progress=report,
+            methods=methods, progress=report,
         )
     finally:
         bar.close()

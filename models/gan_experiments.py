@@ -963,7 +963,7 @@ def comparison_methods(settings, with_controller=True):
 
 
 def run_comparison(settings, controller, images, classifier, trials,
-                   seed=0, progress=None):
+                   seed=0, progress=None, methods=None):
     """Train every method for `trials` trials; return results per method.
 
     Trial t of every method uses GAN seed `seed + t`, so the methods of a
@@ -978,14 +978,18 @@ def run_comparison(settings, controller, images, classifier, trials,
         trials: runs per method.
         seed: seed of trial 0. Defaults to 0.
         progress: optional callable(updates) after each chunk.
+        methods: the method names to run. Defaults to None, which means
+            `comparison_methods(settings, controller is not None)`.
 
     Returns:
         dict method -> {"mean", "std", "values", "curves", "p_generator",
         "samples"}; `values` contains the final IS of each trial, `samples`
         the generated images of trial 0.
     """
+    if methods is None:
+        methods = comparison_methods(settings, controller is not None)
     results = {}
-    for method in comparison_methods(settings, controller is not None):
+    for method in methods:
         runs = []
         for trial in range(trials):
             run_seed = seed + trial

@@ -333,6 +333,14 @@ def tiny_cli(monkeypatch, images, classifier):
      "multiple of the segment length 100"),
     (["compare", "gan", "--trials", "0"], "--trials must be >= 1"),
     (["guide", "gan", "--controller", "no/such/dir"], "not found"),
+    (["compare", "regression", "--methods", "DGS"],
+     "--methods apply to the gan and nmt tasks only"),
+    (["compare", "gan", "--methods", "2:1"],
+     "--methods must name methods of this comparison: 1:1, 1:3, 1:5, 3:1"),
+    (["compare", "gan", "--methods", "1:1", "AutoLoss"],
+     "--methods AutoLoss needs a trained controller"),
+    (["compare", "gan", "--methods", "1:1", "1:1"],
+     "names each method once"),
 ])
 def test_gan_cli_argument_errors(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -369,6 +377,16 @@ def test_gan_cli_end_to_end(tiny_cli, tmp_path, capsys):
     assert cli.main(["plot", str(result_file)]) == 0
     for suffix in ("", "_p_generator", "_samples"):
         assert (tmp_path / f"gan{suffix}.png").stat().st_size > 1000
+
+    # A subset reruns the same trials: trial 0 of AutoLoss again.
+    subset_file = tmp_path / "subset.json"
+    assert cli.main(["compare", "gan", "--trials", "1", "--controller",
+                     str(out), "--methods", "AutoLoss", "--json",
+                     str(subset_file)]) == 0
+    subset = json.loads(subset_file.read_text())
+    assert list(subset["methods"]) == ["AutoLoss"]
+    assert subset["methods"]["AutoLoss"]["values"] == (
+        results["methods"]["AutoLoss"]["values"][:1])
 
     assert cli.main(["guide", "gan", "--controller", str(out)]) == 0
     assert "final IS" in capsys.readouterr().out

@@ -306,6 +306,9 @@ def tiny_cli(monkeypatch, tiny_corpus):
     (["compare", "nmt", "--max-steps", "0"], "must be >= 1"),
     (["compare", "nmt", "--trials", "0"], "--trials must be >= 1"),
     (["guide", "nmt", "--controller", "no/such/dir"], "not found"),
+    (["compare", "nmt", "--methods", "MT", "AutoLos"],
+     "--methods must name methods of this comparison: MT, FixedRatio, "
+     "FineTunedMT, AutoLoss. Received: 'AutoLos'"),
 ])
 def test_nmt_cli_argument_errors(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -388,3 +391,13 @@ def test_nmt_cli_train_and_guide(tiny_cli, tmp_path, capsys):
     output = capsys.readouterr().out
     assert "test BLEU" in output
     assert "8 steps" in output
+
+
+def test_nmt_cli_compare_subset(tiny_cli, tiny_corpus, tmp_path):
+    result_file = tmp_path / "nmt.json"
+    assert cli.main(["compare", "nmt", "--trials", "1", "--budget-seconds",
+                     "2", "--methods", "AutoLoss", "MT", "--json",
+                     str(result_file)]) == 0
+    results = json.loads(result_file.read_text())
+    # The comparison's own order, not the order given.
+    assert list(results["methods"]) == ["MT", "AutoLoss"]
