@@ -205,11 +205,11 @@ class NmtSettings:
 # the paper's appendix A.3: a 2-layer encoder of 256 units (read here as
 # 128 per direction, so that the 256-unit decoder can take dot attention
 # over it), 2-layer decoders of 256 units, batch 128 and dropout 0.3. It
-# requests 10,000 subwords with a minimum word count of 3, which on the
-# de-en dictionary corpus gives 10,000 German and 8,104 English tokens
-# (quick mode's count of 10 gives 2,684 / 2,576 for any target above
-# that; a count of 2 gave 6,945 / 10,000, because the learner searches
-# for a count threshold between its bounds that fits the target), and
+# requests 10,000 subwords with a minimum word count of 3, which gives
+# 10,000 German and 8,104 English tokens on the de-en dictionary corpus.
+# Quick mode's count of 10 gives 2,684 / 2,576 for any larger target. A
+# count of 2 gave 6,945 / 10,000, because the learner searches between
+# its count bounds for a threshold that fits the target. Full mode also
 # uses PPO buffer 2,000 and minibatch 64.
 _COMMON = dict(
     clock="wall", max_steps=None, source_length=30, target_length=30,
