@@ -653,8 +653,11 @@ def format_study(results):
 
 def plot(args):
     """Write a PNG for a compare JSON file or a controller history."""
-    from autoloss_tf import plots
-
+    if os.path.isdir(args.file):
+        raise UsageError(
+            f"FILE must be a JSON file. Received: {args.file}, a directory. "
+            "Pass a JSON written by an autoloss command."
+        )
     if not os.path.isfile(args.file):
         raise UsageError(f"File not found: {args.file}.")
     with open(args.file) as f:
@@ -662,25 +665,52 @@ def plot(args):
             content = json.load(f)
         except json.JSONDecodeError as error:
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
+    if not isinstance(content, dict):
+        raise UsageError(
+            f"{args.file} contains a JSON {type(content).__name__}, not an "
+            "object, so no autoloss command wrote it. Pass a JSON written "
+            "by `autoloss compare`, `study`, `transfer` or "
+            "`train-controller`."
+        )
     out = args.out or os.path.splitext(args.file)[0] + ".png"
+    if os.path.isdir(out) or not out.lower().endswith(".png"):
+        raise UsageError(
+            f"--out must be a path ending in .png. Received: {out}. Pass "
+            "for example --out results.png; further PNGs get its name "
+            "with a suffix."
+        )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if isinstance(content, dict) and "transfer" in content:
+    try:
+        _plot_content(content, args.file, out)
+    except (KeyError, IndexError, TypeError) as error:
+        raise UsageError(
+            f"{args.file} is incomplete or malformed for its kind of result "
+            f"({type(error).__name__}: {error}). Pass the JSON as an "
+            "autoloss command wrote it."
+        ) from error
+
+
+def _plot_content(content, path, out):
+    """Write the PNGs of a parsed result JSON and print their paths."""
+    from autoloss_tf import plots
+
+    if "transfer" in content:
         from autoloss_tf import transfer_commands
 
-        for path in transfer_commands.plot(content, args.file, out):
-            print(f"Plot written to {path}")
+        for written in transfer_commands.plot(content, path, out):
+            print(f"Plot written to {written}")
         return
     from autoloss_tf import nmt_commands
 
     if nmt_commands.is_nmt_result(content):
-        for path in nmt_commands.plot(content, out):
-            print(f"Plot written to {path}")
+        for written in nmt_commands.plot(content, out):
+            print(f"Plot written to {written}")
         return
     if _is_gan_result(content):
         from autoloss_tf import gan_commands
 
-        for path in gan_commands.plot(content, args.file, out):
-            print(f"Plot written to {path}")
+        for written in gan_commands.plot(content, path, out):
+            print(f"Plot written to {written}")
         return
     if "study" in content:
         plots.plot_study(content, out)
@@ -690,7 +720,7 @@ def plot(args):
         plots.plot_controller_history(content, out)
     else:
         raise UsageError(
-            f"{args.file} is not a compare result (no 'methods' key), a "
+            f"{path} is not a compare result (no 'methods' key), a "
             "study result (no 'study' key) or a controller history (no "
             "'episodes' or 'history' key). Pass a JSON written by `autoloss compare`, "
             "`autoloss study` or `autoloss train-controller`."
@@ -740,3 +770,19 @@ def select_methods(requested, available, without_controller=None):
             f"{' '.join(requested)}. Remove the repeated names."
         )
     return [name for name in available if name in requested]
+
+
+def misplaced_options_error(names, scope, received):
+    """Return the `UsageError` for options given where they are not read.
+
+    Args:
+        names: argparse dests of the misplaced options.
+        scope: where the options apply, for example "the nmt task".
+        received: where they were given, for example "with task gan".
+    """
+    flags = ", ".join("--" + name.replace("_", "-") for name in names)
+    verb, pronoun = ("applies", "it") if len(names) == 1 else ("apply", "them")
+    return UsageError(
+        f"{flags} {verb} to {scope} only. Received {pronoun} {received}. "
+        f"Remove {pronoun}."
+    )

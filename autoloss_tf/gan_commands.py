@@ -16,6 +16,7 @@ from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import misplaced_options_error
 from autoloss_tf.commands import resume_online_trainer
 from autoloss_tf.commands import select_methods
 from autoloss_tf.commands import write_json
@@ -47,15 +48,12 @@ def check_options(task, explicit):
     """
     if task == TASK:
         wrong = [name for name in L1_ONLY_OPTIONS if name in explicit]
-        rule = "apply to the L1 tasks (regression, classification) only"
+        scope = "the L1 tasks (regression, classification)"
     else:
         wrong = [name for name in GAN_ONLY_OPTIONS if name in explicit]
-        rule = "apply to the gan and nmt tasks only"
+        scope = "the gan and nmt tasks"
     if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-        raise UsageError(
-            f"{flags} {rule}. Received them with task {task}. Remove them."
-        )
+        raise misplaced_options_error(wrong, scope, f"with task {task}")
 
 
 def gan_settings(args):
@@ -224,7 +222,8 @@ def compare(args, command):
     experiments.set_determinism(args.seed)
     images, classifier = load_data()
     print(f"gan {settings.mode} mode: methods {', '.join(methods)}; "
-          f"{trials} trials of {settings.total_updates} updates each")
+          f"{trials} trial{'s' if trials != 1 else ''} of "
+          f"{settings.total_updates} updates each")
     started = time.time()
     total = len(methods) * trials * settings.total_updates
     with tqdm(total=total, unit="update", desc="compare gan") as bar:
@@ -256,7 +255,7 @@ def summarize(methods_results, settings, args, command, loaded, trials,
                          if key in entry}
         if "updates_to_reach" in entry:
             methods[name]["updates_to_reach"] = entry["updates_to_reach"]
-    return {
+    results = {
         "task": TASK,
         "metric": "inception_score",
         "higher_is_better": True,
@@ -276,14 +275,17 @@ def summarize(methods_results, settings, args, command, loaded, trials,
         ),
         "machine": machine_description(),
         "elapsed_seconds": round(elapsed, 1),
-        "updates_to_reach_note": (
+        "methods": methods,
+    }
+    # Without the reference method, no run has a target to reach.
+    if experiments_reference() in methods:
+        results["updates_to_reach_note"] = (
             f"updates until the mean of the last "
             f"{settings.final_evaluations} IS evaluations first reaches the "
             f"final IS of the {experiments_reference()} run with the same "
             "seed; null if never"
-        ),
-        "methods": methods,
-    }
+        )
+    return results
 
 
 def write_results(results, methods_results, path):
@@ -316,20 +318,25 @@ def format_table(results):
     with how many of the trials did.
     """
     reference = experiments_reference()
-    lines = [
-        f"gan ({results['mode']} mode), final {results['metric']} "
-        f"(higher is better), {results['trials']} trials, seed "
-        f"{results['seed']}; reach: median updates to reach {reference}'s "
-        "final IS (trials that reached it)",
-        f"{'method':<12}{'mean':>10}{'std':>10}{'reach':>16}",
-    ]
+    with_reach = reference in results["methods"]
+    title = (f"gan ({results['mode']} mode), final {results['metric']} "
+             f"(higher is better), {results['trials']} trials, seed "
+             f"{results['seed']}")
+    header = f"{'method':<12}{'mean':>10}{'std':>10}"
+    if with_reach:
+        title += (f"; reach: median updates to reach {reference}'s final "
+                  "IS (trials that reached it)")
+        header += f"{'reach':>16}"
+    lines = [title, header]
     for method, entry in results["methods"].items():
-        reached = [u for u in entry.get("updates_to_reach", [])
-                   if u is not None]
-        reach = (f"{int(np.median(reached))} ({len(reached)}/"
-                 f"{len(entry['values'])})" if reached else "-")
-        lines.append(f"{method:<12}{entry['mean']:>10.3f}"
-                     f"{entry['std']:>10.3f}{reach:>16}")
+        line = f"{method:<12}{entry['mean']:>10.3f}{entry['std']:>10.3f}"
+        if with_reach:
+            reached = [u for u in entry.get("updates_to_reach", [])
+                       if u is not None]
+            reach = (f"{int(np.median(reached))} ({len(reached)}/"
+                     f"{len(entry['values'])})" if reached else "-")
+            line += f"{reach:>16}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -345,9 +352,9 @@ def plot(content, path, out):
 
     stem = os.path.splitext(out)[0]
     if "methods" in content:
-        written = [out, stem + "_p_generator.png"]
-        plots.plot_gan_curves(content, written[0])
-        plots.plot_gan_probabilities(content, written[1])
+        # The samples file is checked first, so that a missing one stops
+        # the command before any PNG is written.
+        grids = None
         samples_file = content.get("samples_file")
         if samples_file is not None:
             samples_path = os.path.join(
@@ -361,6 +368,11 @@ def plot(content, path, out):
                 )
             with np.load(samples_path) as samples:
                 grids = {name: samples[name] for name in samples.files}
+
+        written = [out, stem + "_p_generator.png"]
+        plots.plot_gan_curves(content, written[0])
+        plots.plot_gan_probabilities(content, written[1])
+        if grids is not None:
             written.append(stem + "_samples.png")
             plots.plot_sample_grids(grids, written[-1])
         return written

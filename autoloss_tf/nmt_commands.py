@@ -16,6 +16,7 @@ from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import misplaced_options_error
 from autoloss_tf.commands import resume_online_trainer
 from autoloss_tf.commands import select_methods
 from autoloss_tf.commands import write_json
@@ -46,15 +47,12 @@ def check_options(task, explicit):
     """
     if task == TASK:
         wrong = [name for name in L1_ONLY_OPTIONS if name in explicit]
-        rule = "apply to the L1 tasks (regression, classification) only"
+        scope = "the L1 tasks (regression, classification)"
     else:
         wrong = [name for name in NMT_ONLY_OPTIONS if name in explicit]
-        rule = "apply to the nmt task only"
+        scope = "the nmt task"
     if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-        raise UsageError(
-            f"{flags} {rule}. Received them with task {task}. Remove them."
-        )
+        raise misplaced_options_error(wrong, scope, f"with task {task}")
 
 
 def nmt_settings(args):
@@ -271,7 +269,8 @@ def compare(args, command):
     experiments.set_seeds(args.seed)
     corpus = load_corpus(settings)
     print(f"nmt {settings.mode} mode: methods {', '.join(methods)}; "
-          f"{trials} trials of {settings.budget_seconds:.0f} counted "
+          f"{trials} trial{'s' if trials != 1 else ''} of "
+          f"{settings.budget_seconds:.0f} counted "
           f"{settings.clock}-clock seconds each")
     load_before = _load_average()
     started = time.time()

@@ -266,13 +266,26 @@ def plot_gan_controller_history(history, path):
     axes[1].axhline(0.0, color="gray", linewidth=0.5)
     axes[1].set_ylabel("segment reward")
     axes[2].plot(index, [e["p_generator"] for e in entries], ".-")
+    # Dashed gray lines mark the first segment of every GAN run after the
+    # first, where the IS drops back to about 1 with the new GAN.
+    runs = [e["run"] for e in entries]
+    for position in range(1, len(entries)):
+        if runs[position] != runs[position - 1]:
+            for axis in axes:
+                axis.axvline(position - 0.5, color="gray", linestyle="--",
+                             linewidth=0.6)
     collapsed = [i for i, e in enumerate(entries) if e["collapsed"]]
     for position in collapsed:
         for axis in axes:
             axis.axvline(position, color="red", alpha=0.3)
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_ylabel("P(generator update)")
-    axes[2].set_xlabel("segment (red: collapse guard fired)")
+    label = "segment (dashed: a new GAN run starts"
+    if collapsed:
+        label += "; red: collapse guard fired"
+    axes[2].set_xlabel(label + ")")
+    axes[0].set_title(f"GAN controller training: {len(set(runs))} runs, "
+                      f"{len(entries)} segments")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -386,9 +399,12 @@ def plot_nmt_probabilities(results, path):
         values = np.asarray([run[:length] for run in runs], dtype="float64")
         steps = values[0, :, 0]
         style = "-" if method == "AutoLoss" else ":"
+        # A constant schedule can have one recorded point, which a line
+        # alone would not show.
+        marker = "o" if length == 1 else None
         for column, axis in enumerate(axes, start=1):
             axis.plot(steps, values[:, :, column].mean(axis=0), style,
-                      label=method)
+                      marker=marker, label=method)
     for task, axis in zip(tasks, axes):
         axis.set_title(f"P({task})")
         axis.set_xlabel("steps (all tasks)")

@@ -19,6 +19,7 @@ from autoloss_tf import gan_commands
 from autoloss_tf.commands import UsageError
 from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import misplaced_options_error
 from autoloss_tf.commands import write_json
 
 ARCHITECTURES, DATA = "gan-architectures", "gan-data"
@@ -72,11 +73,9 @@ def check_options(args):
     wrong = ARCHITECTURES_ONLY if args.name == DATA else DATA_ONLY
     misplaced = [name for name in wrong if getattr(args, name) is not None]
     if misplaced:
-        flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
         other = ARCHITECTURES if args.name == DATA else DATA
-        raise UsageError(
-            f"{flags} apply to `transfer {other}` only. Received them with "
-            f"`transfer {args.name}`. Remove them."
+        raise misplaced_options_error(
+            misplaced, f"`transfer {other}`", f"with `transfer {args.name}`"
         )
 
 
@@ -359,7 +358,8 @@ def data(args, command):
     methods = experiments.comparison_methods(settings)
     print(f"transfer {DATA} to {dataset} ({settings.mode} mode): methods "
           f"{', '.join(methods)}, AutoLoss guided by {controller_label}; "
-          f"{trials} trials of {settings.total_updates} updates each")
+          f"{trials} trial{'s' if trials != 1 else ''} of "
+          f"{settings.total_updates} updates each")
     started = time.time()
     total = experiments.updates_per_comparison(settings, trials)
     with tqdm(total=total, unit="update", desc=f"{DATA} {dataset}") as bar:

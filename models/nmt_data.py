@@ -636,7 +636,14 @@ def load_corpus(vocabulary_size=3000, source_length=30, target_length=30,
         min_word_count = nmt_text.DEFAULT_MIN_WORD_COUNT
     _check_int("min_word_count", min_word_count, 1)
     report = progress if progress is not None else _ignore
-    cache = Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR)))
+    if cache_dir is None:
+        cache_dir = DEFAULT_CACHE_DIR
+    elif not str(cache_dir):
+        raise ValueError(
+            "`cache_dir` must be a directory path. Received: an empty "
+            "string. Pass a path, or None for ~/.cache/autoloss_tf/nmt."
+        )
+    cache = Path(os.path.expanduser(str(cache_dir)))
     _make_cache_dir(cache)
 
     pairs = load_pairs(path, data_dir, seed, split_sizes)

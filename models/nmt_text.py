@@ -291,19 +291,45 @@ def build_vocabulary(texts, vocabulary_size, reserved_tokens, lowercase=True,
 
     Raises:
         ValueError: if `vocabulary_size` leaves no room beyond the reserved
-            tokens, or `texts` is empty.
+            tokens, the reserved tokens are not distinct strings, or
+            `texts` is not a sequence of strings with at least one word.
     """
     _check_positive_int("vocabulary_size", vocabulary_size, example=3000)
+    if isinstance(reserved_tokens, str) or not all(
+            isinstance(token, str) for token in reserved_tokens):
+        raise ValueError(
+            "`reserved_tokens` must be a sequence of strings. Received: "
+            f"{reserved_tokens!r}. Pass for example ['[PAD]', '[UNK]']."
+        )
+    if len(set(reserved_tokens)) != len(reserved_tokens):
+        raise ValueError(
+            "`reserved_tokens` must be distinct, because each takes its own "
+            f"id. Received: {list(reserved_tokens)}. Remove the repeats."
+        )
     if vocabulary_size <= len(reserved_tokens):
         raise ValueError(
             "`vocabulary_size` must exceed the number of reserved tokens "
             f"({len(reserved_tokens)}: {list(reserved_tokens)}). Received: "
             f"vocabulary_size={vocabulary_size}. Pass a size such as 3000."
         )
-    texts = list(texts)
-    if not texts:
+    if isinstance(texts, str):
         raise ValueError(
-            "A vocabulary needs training text. Received: no sentences."
+            "`texts` must be a sequence of sentences, not one string. "
+            f"Received: {texts[:40]!r}. Pass a list such as [{texts[:40]!r}]."
+        )
+    texts = list(texts)
+    wrong = [text for text in texts if not isinstance(text, str)]
+    if wrong:
+        raise ValueError(
+            "`texts` must contain only strings. Received: "
+            f"{len(wrong)} other values, the first {wrong[0]!r}. Drop or "
+            "convert them."
+        )
+    if not any(text.strip() for text in texts):
+        raise ValueError(
+            "A vocabulary needs training text. Received: "
+            f"{len(texts)} sentences without a word. Pass the training "
+            "sentences."
         )
     if min_word_count is None:
         min_word_count = DEFAULT_MIN_WORD_COUNT

@@ -192,3 +192,31 @@ def test_killed_training_resumes_without_loss(tmp_path):
     history = json.loads(history_file.read_text())["episodes"]
     assert [entry["episode"] for entry in history] == list(range(8))
     assert history[:len(finished_before_kill)] == finished_before_kill
+
+
+@pytest.mark.parametrize("content, out, message", [
+    (5, None, "contains a JSON int, not an object"),
+    ("text", None, "contains a JSON str, not an object"),
+    ({"task": "gan", "methods": {}}, None,
+     "incomplete or malformed for its kind of result (KeyError: 'trials')"),
+    ({"methods": {}}, "plot.txt", "--out must be a path ending in .png"),
+])
+def test_plot_rejects_bad_input(content, out, message, tmp_path, capsys):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(content))
+    argv = ["plot", str(path)]
+    if out is not None:
+        argv += ["--out", str(tmp_path / out)]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_plot_rejects_directories(tmp_path, capsys):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"methods": {}}))
+    assert cli.main(["plot", str(tmp_path)]) == 2
+    assert "Received: " + str(tmp_path) + ", a directory" in (
+        capsys.readouterr().err)
+    assert cli.main(["plot", str(path), "--out", str(tmp_path)]) == 2
+    assert "--out must be a path ending in .png" in capsys.readouterr().err

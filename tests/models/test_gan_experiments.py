@@ -324,9 +324,9 @@ def tiny_cli(monkeypatch, images, classifier):
 @pytest.mark.parametrize("argv, message", [
     (["guide", "gan"], "needs --controller"),
     (["train-controller", "gan", "--out", "x", "--episodes", "5"],
-     "--episodes apply to the L1 tasks"),
+     "--episodes applies to the L1 tasks"),
     (["compare", "regression", "--mode", "full"],
-     "--mode apply to the gan and nmt tasks only"),
+     "--mode applies to the gan and nmt tasks only"),
     (["train-controller", "gan", "--out", "x", "--runs", "0"],
      "--runs must be >= 1"),
     (["compare", "gan", "--max-steps", "150"],
@@ -334,7 +334,10 @@ def tiny_cli(monkeypatch, images, classifier):
     (["compare", "gan", "--trials", "0"], "--trials must be >= 1"),
     (["guide", "gan", "--controller", "no/such/dir"], "not found"),
     (["compare", "regression", "--methods", "DGS"],
-     "--methods apply to the gan and nmt tasks only"),
+     "--methods applies to the gan and nmt tasks only"),
+    (["compare", "regression", "--mode", "full", "--methods", "DGS"],
+     "--mode, --methods apply to the gan and nmt tasks only. Received "
+     "them with task regression. Remove them."),
     (["compare", "gan", "--methods", "2:1"],
      "--methods must name methods of this comparison: 1:1, 1:3, 1:5, 3:1"),
     (["compare", "gan", "--methods", "1:1", "AutoLoss"],
@@ -378,13 +381,26 @@ def test_gan_cli_end_to_end(tiny_cli, tmp_path, capsys):
     for suffix in ("", "_p_generator", "_samples"):
         assert (tmp_path / f"gan{suffix}.png").stat().st_size > 1000
 
+    # Without its samples file, plot stops before writing any PNG.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "gan.json").write_text(result_file.read_text())
+    assert cli.main(["plot", str(moved / "gan.json")]) == 2
+    assert "Samples file not found" in capsys.readouterr().err
+    assert not list(moved.glob("*.png"))
+
     # A subset reruns the same trials: trial 0 of AutoLoss again.
     subset_file = tmp_path / "subset.json"
+    capsys.readouterr()
     assert cli.main(["compare", "gan", "--trials", "1", "--controller",
                      str(out), "--methods", "AutoLoss", "--json",
                      str(subset_file)]) == 0
     subset = json.loads(subset_file.read_text())
     assert list(subset["methods"]) == ["AutoLoss"]
+    # Without 1:1 there is no final IS to reach.
+    assert "updates_to_reach_note" in results
+    assert "updates_to_reach_note" not in subset
+    assert "reach" not in capsys.readouterr().out
     assert subset["methods"]["AutoLoss"]["values"] == (
         results["methods"]["AutoLoss"]["values"][:1])
 

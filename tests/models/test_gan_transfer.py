@@ -414,18 +414,18 @@ def test_data_cli_end_to_end(tiny_fashion_cli, tmp_path, capsys):
     (["gan-architectures", "--seed", "-1"], "--seed must be >= 0"),
     (["gan-architectures", "--fail-below", "0"], "--fail-below must be"),
     (["gan-architectures", "--dataset", "fashion_mnist"],
-     "--dataset apply to `transfer gan-data` only"),
+     "--dataset applies to `transfer gan-data` only"),
     (["gan-architectures", "--trials", "2"],
-     "--trials apply to `transfer gan-data` only"),
+     "--trials applies to `transfer gan-data` only"),
     (["gan-architectures", "--controller", "no/such/dir"], "not found"),
     (["gan-data", "--dataset", "mnist"], "Run `autoloss compare gan`"),
     (["gan-data", "--dataset", "cifar10"], "Unknown data set"),
     (["gan-data", "--dataset", "svhn"], "Received: --dataset svhn"),
     (["gan-data", "--trials", "0"], "--trials must be >= 1"),
     (["gan-data", "--n", "3"],
-     "--n apply to `transfer gan-architectures` only"),
+     "--n applies to `transfer gan-architectures` only"),
     (["gan-data", "--work-dir", "w"],
-     "--work-dir apply to `transfer gan-architectures` only"),
+     "--work-dir applies to `transfer gan-architectures` only"),
 ])
 def test_transfer_cli_argument_errors(argv, message, capsys):
     assert cli.main(["transfer"] + argv) == 2

@@ -6,6 +6,7 @@ test that reads the installed trans-de-en dictionary and skips without it.
 
 import importlib.util
 import pathlib
+import re
 from unittest import mock
 
 import numpy as np
@@ -375,6 +376,23 @@ def test_vocabulary_min_word_count():
         nmt_text.build_vocabulary(
             texts, 200, nmt_text.TARGET_RESERVED_TOKENS, min_word_count=0
         )
+
+
+@pytest.mark.parametrize("texts, reserved, message", [
+    ("Der Hund läuft.", ["[PAD]"], "a sequence of sentences, not one string"),
+    (["Der Hund.", None], ["[PAD]"], "must contain only strings"),
+    (["", "  "], ["[PAD]"], "2 sentences without a word"),
+    (["Der Hund."], "[PAD]", "`reserved_tokens` must be a sequence"),
+    (["Der Hund."], ["[PAD]", "[PAD]"], "`reserved_tokens` must be distinct"),
+])
+def test_build_vocabulary_rejects_bad_input(texts, reserved, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nmt_text.build_vocabulary(texts, 100, reserved)
+
+
+def test_load_corpus_rejects_empty_cache_dir():
+    with pytest.raises(ValueError, match="`cache_dir` must be a directory"):
+        nmt_data.load_corpus(cache_dir="")
 
 
 def test_build_vocabulary_invalid_size():

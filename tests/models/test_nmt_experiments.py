@@ -299,9 +299,9 @@ def tiny_cli(monkeypatch, tiny_corpus):
 @pytest.mark.parametrize("argv, message", [
     (["guide", "nmt"], "needs --controller"),
     (["train-controller", "nmt", "--out", "x", "--episodes", "5"],
-     "--episodes apply to the L1 tasks"),
+     "--episodes applies to the L1 tasks"),
     (["compare", "gan", "--budget-seconds", "5"],
-     "--budget-seconds apply to the nmt task only"),
+     "--budget-seconds applies to the nmt task only"),
     (["compare", "nmt", "--budget-seconds", "0"], "must be > 0"),
     (["compare", "nmt", "--max-steps", "0"], "must be >= 1"),
     (["compare", "nmt", "--trials", "0"], "--trials must be >= 1"),
