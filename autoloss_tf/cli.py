@@ -103,10 +103,10 @@ def build_parser():
                               f"{GAN_COMPARE_TRIALS} for gan and nmt)")
     compare.add_argument("--methods", nargs="+", default=None,
                          metavar="METHOD",
-                         help="gan and nmt: run only these methods, for "
-                              "example --methods 1:1 AutoLoss (default: "
-                              "all; gan's updates to reach 1:1's final IS "
-                              "need 1:1)")
+                         help="gan and nmt: run only these methods, in "
+                              "the comparison's own order, for example "
+                              "--methods 1:1 AutoLoss (default: all; gan's "
+                              "updates to reach 1:1's final IS need 1:1)")
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
 
