@@ -279,7 +279,7 @@ def _check_settings(settings):
 
 # Rewards and the collapse guard ---------------------------------------------
 
-def segment_reward(scores, k, scale, min_rate, clip=None):
+def segment_reward(scores, k, scale, min_rate, clip=None, times=None):
     """Return the segment reward from the IS at segment boundaries.
 
     With P(t+T) = scores[-1], P(t) = scores[-2] and P(t-kT) =
@@ -287,12 +287,20 @@ def segment_reward(scores, k, scale, min_rate, clip=None):
     C * (P(t+T) - P(t)) / max(|P(t) - P(t-kT)| / k, min_rate).
     With fewer than k earlier boundaries, k is the number available.
 
+    With `times`, segments that cost different compute are compared by
+    their gain per unit of time: the last gain P(t+T) - P(t) is scaled by
+    d_ref / d_now, where d_now is the last segment's duration and d_ref
+    the mean duration of the k segments before it. Segments of equal
+    duration give the reward above.
+
     Args:
         scores: IS at consecutive segment boundaries, oldest first.
         k: the number of earlier segments that set the expected rate.
         scale: C.
         min_rate: floor of the denominator (IS per segment), > 0.
         clip: if set, clip the reward to +- clip. Defaults to None.
+        times: optional increasing times (for example counted seconds) of
+            the same boundaries. Defaults to None (segments weigh equally).
 
     Returns:
         The reward as a float, or None with fewer than 3 scores (no
@@ -303,7 +311,23 @@ def segment_reward(scores, k, scale, min_rate, clip=None):
     available = min(int(k), len(scores) - 2)
     current, start = float(scores[-2]), float(scores[-2 - available])
     rate = max(abs(current - start) / available, float(min_rate))
-    reward = float(scale) * (float(scores[-1]) - current) / rate
+    gain = float(scores[-1]) - current
+    if times is not None:
+        if len(times) != len(scores):
+            raise ValueError(
+                "`times` must have one entry per score. Received: "
+                f"{len(times)} times for {len(scores)} scores."
+            )
+        now = float(times[-1]) - float(times[-2])
+        reference = (float(times[-2]) - float(times[-2 - available])) / (
+            available)
+        if not (now > 0 and reference > 0):
+            raise ValueError(
+                "`times` must increase from boundary to boundary. Received: "
+                f"{list(times[-2 - available:])}."
+            )
+        gain *= reference / now
+    reward = float(scale) * gain / rate
     if clip is not None:
         reward = float(np.clip(reward, -clip, clip))
     return reward

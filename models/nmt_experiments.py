@@ -19,7 +19,12 @@ tasks:
   where P is the validation translation perplexity at segment
   boundaries (the sign is flipped because lower is better). Every step of
   the segment gets R. The first segment of a run has no earlier rate,
-  so it gets no reward and adds no transitions.
+  so it gets no reward and adds no transitions. With `reward_per_second`
+  (the default), P(t+T) - P(t) is first scaled by the mean counted
+  seconds of the k earlier segments over those of the last one. Budgets
+  are counted in seconds and a translation step costs about 4 tagging
+  steps, so a gain per segment alone rewards translation-heavy segments
+  for the compute they use.
 
 Task size. All three tasks label the same sentences here, so FixedRatio
 weighs a task by its labelled tokens in the training split. A translation
@@ -134,6 +139,11 @@ class NmtSettings:
         reward_k, reward_scale, min_rate, reward_clip: k, C, the floor of
             the denominator (perplexity per segment) and the clip of the
             segment reward.
+        reward_per_second: whether the reward compares perplexity gains
+            per counted second instead of per segment. A translation step
+            costs about 4 times a tagging step, so per segment a
+            translation-heavy policy gains most, while per second of the
+            budget it need not.
         controller_hidden_units: hidden units of the controller and the
             critic.
         controller_learning_rate: Adam learning rate of PPO.
@@ -171,6 +181,7 @@ class NmtSettings:
     reward_scale: float
     min_rate: float
     reward_clip: float
+    reward_per_second: bool
     controller_hidden_units: int
     controller_learning_rate: float
     buffer_size: int
@@ -216,7 +227,7 @@ _COMMON = dict(
     lemma_classes=40, embedding_dim=128, learning_rate=5e-4,
     global_clipnorm=1.0, optimizer_state="shared", fixed_ratio=None,
     fine_tune_fraction=1.0 / 3.0, reward_k=3, reward_scale=1.0,
-    reward_clip=5.0, controller_hidden_units=32,
+    reward_clip=5.0, reward_per_second=True, controller_hidden_units=32,
     controller_learning_rate=1e-3, minibatch_size=64, ppo_epochs=4,
     clip_ratio=0.2, gamma=0.95, entropy_coefficient=0.01,
     value_coefficient=0.5,
@@ -298,6 +309,11 @@ def _check_settings(settings):
                 f"`{name}` must be > 0. Received: "
                 f"{name}={getattr(settings, name)!r}."
             )
+    if not isinstance(settings.reward_per_second, bool):
+        raise ValueError(
+            "`reward_per_second` must be True or False. Received: "
+            f"reward_per_second={settings.reward_per_second!r}."
+        )
     if settings.clock not in CLOCKS:
         raise ValueError(
             f"`clock` must be one of {CLOCKS}. Received: "
@@ -968,9 +984,12 @@ class OnlineControllerTrainer:
     def _reward(self, run):
         settings = self.settings
         scores = [point[3] for point in run.curve]
+        times = None
+        if settings.reward_per_second:
+            times = [point[0] for point in run.curve]
         reward = segment_reward(scores, settings.reward_k,
                                 settings.reward_scale, settings.min_rate,
-                                clip=settings.reward_clip)
+                                clip=settings.reward_clip, times=times)
         return None if reward is None else -reward
 
     # Checkpoint ---------------------------------------------------------

@@ -80,6 +80,29 @@ def test_segment_reward_rate_floor_and_clip():
     assert ge.segment_reward([2.0, 2.0, 1.0], 1, 1.0, 0.1, clip=3.0) == -3.0
 
 
+def test_segment_reward_per_time():
+    scores, k = [10.0, 8.0, 6.0, 5.0], 2
+    # Rate |6 - 10| / 2 = 2 per segment; the last gain -1 took 20 s
+    # against a mean of 10 s per earlier segment, so it counts as -0.5.
+    assert ge.segment_reward(scores, k, 1.0, 0.01,
+                             times=[0.0, 10.0, 20.0, 40.0]) == (
+        pytest.approx(-0.25))
+    assert ge.segment_reward(scores, k, 1.0, 0.01) == pytest.approx(-0.5)
+    # Equal durations give the reward without times.
+    assert ge.segment_reward(scores, k, 1.0, 0.01,
+                             times=[0.0, 7.0, 14.0, 21.0]) == (
+        pytest.approx(-0.5))
+
+
+@pytest.mark.parametrize("times, message", [
+    ([0.0, 1.0, 2.0], "one entry per score"),
+    ([0.0, 1.0, 2.0, 2.0], "must increase"),
+])
+def test_segment_reward_rejects_bad_times(times, message):
+    with pytest.raises(ValueError, match=message):
+        ge.segment_reward([10.0, 8.0, 6.0, 5.0], 2, 1.0, 0.01, times=times)
+
+
 def test_segment_reward_needs_history():
     assert ge.segment_reward([1.0, 2.0], 3, 1.0, 0.01) is None
     assert ge.segment_reward([], 3, 1.0, 0.01) is None

@@ -162,8 +162,11 @@ def test_starting_controller_is_copied():
 # Rewards and BLEU.
 
 class _Curve:
-    def __init__(self, perplexities):
-        self.curve = [[0.0, 0, 0, value] for value in perplexities]
+    def __init__(self, perplexities, seconds=None):
+        if seconds is None:
+            seconds = [10.0 * i for i in range(len(perplexities))]
+        self.curve = [[time, 0, 0, value]
+                      for time, value in zip(seconds, perplexities)]
 
 
 def test_reward_rises_when_perplexity_falls(tiny_corpus):
@@ -177,6 +180,17 @@ def test_reward_rises_when_perplexity_falls(tiny_corpus):
         pytest.approx(-0.5))
     # Flat history: the rate is floored at min_rate 0.5, then clipped at 5.
     assert trainer._reward(_Curve([50.0, 50.0, 40.0])) == pytest.approx(5.0)
+
+
+def test_reward_per_second_weighs_segment_cost(tiny_corpus):
+    # The last drop of 10 took 20 s against 10 s before: half the reward.
+    slow = _Curve([100.0, 90.0, 80.0], seconds=[0.0, 10.0, 30.0])
+    per_second = ne.OnlineControllerTrainer(
+        _tiny_settings(min_rate=0.5), tiny_corpus)
+    per_segment = ne.OnlineControllerTrainer(
+        _tiny_settings(min_rate=0.5, reward_per_second=False), tiny_corpus)
+    assert per_second._reward(slow) == pytest.approx(0.5)
+    assert per_segment._reward(slow) == pytest.approx(1.0)
 
 
 def test_corpus_bleu_by_hand():
@@ -228,7 +242,9 @@ def _without_seconds(history):
 
 
 def test_online_trainer_resume_continues_identically(tiny_corpus, tmp_path):
-    settings = _tiny_settings(max_steps=24)
+    # Rewards per counted second depend on timing, so they would differ
+    # between the two runs; per segment they depend on perplexities only.
+    settings = _tiny_settings(max_steps=24, reward_per_second=False)
     ne.set_seeds(0)
     tf.config.experimental.enable_op_determinism()
     whole = ne.OnlineControllerTrainer(settings, tiny_corpus,
