@@ -786,3 +786,22 @@ def misplaced_options_error(names, scope, received):
         f"{flags} {verb} to {scope} only. Received {pronoun} {received}. "
         f"Remove {pronoun}."
     )
+
+
+# Options that only the L1 tasks (regression, classification) read.
+L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
+                   "data_sets", "baseline", "controller_kind", "dataset")
+
+
+def reject_options(task, explicit, names, scope):
+    """Raise `misplaced_options_error` for the `names` given in `explicit`.
+
+    Args:
+        task: the task argument, for the message.
+        explicit: argparse dests of the options given explicitly.
+        names: dests of the options that `task` does not read.
+        scope: where those options apply, for example "the nmt task".
+    """
+    wrong = [name for name in names if name in explicit]
+    if wrong:
+        raise misplaced_options_error(wrong, scope, f"with task {task}")

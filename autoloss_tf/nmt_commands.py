@@ -11,12 +11,13 @@ import numpy as np
 from tqdm import tqdm
 
 from autoloss_tf import export as export_lib
+from autoloss_tf.commands import L1_ONLY_OPTIONS
 from autoloss_tf.commands import UsageError
 from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
-from autoloss_tf.commands import misplaced_options_error
+from autoloss_tf.commands import reject_options
 from autoloss_tf.commands import resume_online_trainer
 from autoloss_tf.commands import select_methods
 from autoloss_tf.commands import write_json
@@ -25,8 +26,6 @@ TASK = "nmt"
 DEFAULT_RUNS = 1
 DEFAULT_TRIALS = 3
 # Options that only the L1 tasks read, and those that only nmt reads.
-L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
-                   "data_sets", "baseline", "controller_kind", "dataset")
 NMT_ONLY_OPTIONS = ("budget_seconds", "clock")
 
 
@@ -46,13 +45,10 @@ def check_options(task, explicit):
             from their defaults.
     """
     if task == TASK:
-        wrong = [name for name in L1_ONLY_OPTIONS if name in explicit]
-        scope = "the L1 tasks (regression, classification)"
+        reject_options(task, explicit, L1_ONLY_OPTIONS,
+                       "the L1 tasks (regression, classification)")
     else:
-        wrong = [name for name in NMT_ONLY_OPTIONS if name in explicit]
-        scope = "the nmt task"
-    if wrong:
-        raise misplaced_options_error(wrong, scope, f"with task {task}")
+        reject_options(task, explicit, NMT_ONLY_OPTIONS, "the nmt task")
 
 
 def nmt_settings(args):

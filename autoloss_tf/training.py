@@ -497,6 +497,47 @@ def write_checkpoint(checkpoint_path, arrays, state=None, history_path=None,
         os.replace(temporary, history_path)
 
 
+def variables_to_arrays(variables, prefix):
+    """Return the values of `variables` as a dict `{prefix}{index}: array`."""
+    return {
+        f"{prefix}{index}": np.asarray(variable.numpy())
+        for index, variable in enumerate(variables)
+    }
+
+
+def assign_from_arrays(variables, arrays, prefix, label):
+    """Assign values written by `variables_to_arrays` back to `variables`.
+
+    Args:
+        variables: the variables, in the order they were written.
+        arrays: a dict that contains `{prefix}{index}` entries (other keys
+            are ignored).
+        prefix: the key prefix given to `variables_to_arrays`.
+        label: the model's name in error messages, for example "GAN".
+
+    Raises:
+        ValueError: if the count or a shape differs, which means the
+            checkpoint was written with other settings.
+    """
+    stored = sum(1 for key in arrays if key.startswith(prefix))
+    if stored != len(variables):
+        raise ValueError(
+            f"The checkpoint contains {stored} {label} variables, but this "
+            f"run's model has {len(variables)}. The checkpoint was "
+            f"written with other {label} settings; start a new directory."
+        )
+    for index, variable in enumerate(variables):
+        value = arrays[f"{prefix}{index}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"Checkpoint {label} variable {index} has shape "
+                f"{value.shape}, but {variable.path} has "
+                f"{tuple(variable.shape)}. The checkpoint was written "
+                f"with other {label} settings; start a new directory."
+            )
+        variable.assign(value)
+
+
 def read_checkpoint(checkpoint_path):
     """Read a file written by `write_checkpoint`.
 

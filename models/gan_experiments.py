@@ -583,31 +583,12 @@ class GanRun:
         These are the weights, both optimizers, the features, the step
         counters and the latent seed, as a dict of arrays.
         """
-        return {
-            f"{prefix}{index}": np.asarray(variable.numpy())
-            for index, variable in enumerate(self._state_variables())
-        }
+        return training.variables_to_arrays(self._state_variables(), prefix)
 
     def load_state_arrays(self, arrays, prefix="gan_"):
         """Restore values written by `state_arrays` into this run's model."""
-        variables = self._state_variables()
-        stored = sum(1 for key in arrays if key.startswith(prefix))
-        if stored != len(variables):
-            raise ValueError(
-                f"The checkpoint contains {stored} GAN variables, but this "
-                f"run's model has {len(variables)}. The checkpoint was "
-                "written with other GAN settings; start a new directory."
-            )
-        for index, variable in enumerate(variables):
-            value = arrays[f"{prefix}{index}"]
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(
-                    f"Checkpoint GAN variable {index} has shape "
-                    f"{value.shape}, but {variable.path} has "
-                    f"{tuple(variable.shape)}. The checkpoint was written "
-                    "with other GAN settings; start a new directory."
-                )
-            variable.assign(value)
+        training.assign_from_arrays(self._state_variables(), arrays, prefix,
+                                    "GAN")
 
 
 def generator_fraction(actions):

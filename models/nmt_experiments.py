@@ -763,31 +763,12 @@ class NmtRun:
         These are the weights, the optimizers, the features, the counters
         and the dropout seeds. Schedule variables are not included.
         """
-        return {
-            f"{prefix}{index}": np.asarray(variable.numpy())
-            for index, variable in enumerate(self._state_variables())
-        }
+        return training.variables_to_arrays(self._state_variables(), prefix)
 
     def load_state_arrays(self, arrays, prefix="nmt_"):
         """Restore values written by `state_arrays` into this run's model."""
-        variables = self._state_variables()
-        stored = sum(1 for key in arrays if key.startswith(prefix))
-        if stored != len(variables):
-            raise ValueError(
-                f"The checkpoint contains {stored} NMT variables, but this "
-                f"run's model has {len(variables)}. The checkpoint was "
-                "written with other NMT settings; start a new directory."
-            )
-        for index, variable in enumerate(variables):
-            value = arrays[f"{prefix}{index}"]
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(
-                    f"Checkpoint NMT variable {index} has shape "
-                    f"{value.shape}, but {variable.path} has "
-                    f"{tuple(variable.shape)}. The checkpoint was written "
-                    "with other NMT settings; start a new directory."
-                )
-            variable.assign(value)
+        training.assign_from_arrays(self._state_variables(), arrays, prefix,
+                                    "NMT")
 
 
 def run_baseline(method, settings, corpus, seed, progress=None):

@@ -282,3 +282,22 @@ def test_checkpoint_round_trip(tmp_path):
     loaded_state, loaded = training.read_checkpoint(path)
     assert loaded_state is None
     assert list(loaded) == ["w"]
+
+
+def test_variable_arrays_round_trip_and_mismatch():
+    import keras
+
+    source = [keras.Variable(np.arange(3.0)), keras.Variable(np.ones((2, 2)))]
+    arrays = training.variables_to_arrays(source, "gan_")
+    assert sorted(arrays) == ["gan_0", "gan_1"]
+    target = [keras.Variable(np.zeros(3)), keras.Variable(np.zeros((2, 2)))]
+    training.assign_from_arrays(target, {**arrays, "other": 1}, "gan_", "GAN")
+    np.testing.assert_array_equal(target[0].numpy(), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(target[1].numpy(), np.ones((2, 2)))
+
+    with pytest.raises(ValueError, match="contains 2 GAN variables, but "
+                       "this run's model has 1"):
+        training.assign_from_arrays(target[:1], arrays, "gan_", "GAN")
+    wrong_shape = [keras.Variable(np.zeros(4)), target[1]]
+    with pytest.raises(ValueError, match=r"GAN variable 0 has shape \(3,\)"):
+        training.assign_from_arrays(wrong_shape, arrays, "gan_", "GAN")
