@@ -36,9 +36,13 @@ probabilities used are stated in the results.
 
 Compute budget. Every method runs for the same budget of `clock` seconds
 (wall-clock time by default), the compute a user pays for. Validation
-evaluations every T steps give every method its learning curve but count
-in the budget only for AutoLoss, because its reward and features need
-them. The controller's work (its forward pass in every step, its PPO
+evaluations every T steps give every method its learning curve and do not
+count in the budget. AutoLoss's reward and features need an evaluation of
+their own after every segment, which counts. It reads the first
+`feature_valid_sentences` validation sentences (200 of 968 in quick mode),
+so that it costs less of the budget than an evaluation of the whole
+split; the reported perplexity always reads `valid_sentences`. The
+controller's work (its forward pass in every step, its PPO
 updates) counts too, and so does graph tracing in the first chunk of
 every run. Curves are recorded against counted seconds, total steps and
 translation steps. A run trains at least one chunk of T steps, and it
@@ -125,8 +129,14 @@ class NmtSettings:
         target_length: target positions per sentence; also the greedy
             decoding length.
         lemma_classes: lemma-edit classes kept by the corpus.
-        valid_sentences: validation sentences evaluated every segment, or
-            None for all.
+        valid_sentences: validation sentences of the reported perplexity
+            (the first ones of the split), evaluated every segment and never
+            counted in the budget, or None for all.
+        feature_valid_sentences: validation sentences of the counted
+            evaluation after every segment that gives a controller its
+            validation features and its reward (the first ones of the
+            split), or None for the same as `valid_sentences`. Runs of
+            fixed schedules do not make this evaluation.
         test_sentences: test sentences for test perplexity and BLEU, or
             None for all.
         batch_size: sentences per step.
@@ -165,6 +175,7 @@ class NmtSettings:
     target_length: int
     lemma_classes: int
     valid_sentences: object
+    feature_valid_sentences: object
     test_sentences: object
     batch_size: int
     embedding_dim: int
@@ -237,7 +248,7 @@ _MODE_SETTINGS = {
     "quick": dict(
         mode="quick", budget_seconds=360.0, segment_length=50,
         expected_steps=4000, vocabulary_size=3000, min_word_count=10,
-        valid_sentences=None,
+        valid_sentences=None, feature_valid_sentences=200,
         test_sentences=None, batch_size=64, encoder_units=64,
         encoder_layers=1, decoder_layers=1, tagger_layers=0, dropout=0.0,
         min_rate=0.5, buffer_size=500,
@@ -247,7 +258,7 @@ _MODE_SETTINGS = {
     "full": dict(
         mode="full", budget_seconds=3600.0, segment_length=200,
         expected_steps=40000, vocabulary_size=10000, min_word_count=3,
-        valid_sentences=None,
+        valid_sentences=None, feature_valid_sentences=None,
         test_sentences=None, batch_size=128, encoder_units=128,
         encoder_layers=2, decoder_layers=2, tagger_layers=2, dropout=0.3,
         min_rate=0.05, buffer_size=2000,
@@ -291,7 +302,8 @@ def _check_settings(settings):
     for name in positive_integers:
         _check_positive_integer(name, getattr(settings, name))
 
-    for name in ("max_steps", "valid_sentences", "test_sentences"):
+    for name in ("max_steps", "valid_sentences", "feature_valid_sentences",
+                 "test_sentences"):
         value = getattr(settings, name)
         if value is not None:
             _check_positive_integer(name, value)
@@ -608,7 +620,13 @@ class NmtRun:
         step: steps done.
         seconds: counted seconds so far.
         curve: list of [seconds, steps, translation steps, validation
-            perplexity].
+            perplexity], the reported curve.
+        feature_curve: the same points with the perplexity of
+            `feature_valid`, the split of the validation features.
+        valid: the reported validation sentences (`valid_sentences`).
+        feature_valid: the validation sentences of the features, the
+            first `feature_valid_sentences` of the split when the run's
+            evaluations count and that is fewer; otherwise `valid`.
         probabilities: list of [steps, p_mt, p_pos, p_lemma], the
             schedule's mean probability of each task over the chunk
             before.
@@ -626,9 +644,17 @@ class NmtRun:
         }
         self.num_sentences = int(len(corpus.train.source))
         self.valid = SplitView(corpus.valid, settings.valid_sentences)
+        self.feature_valid = self.valid
+        if self.evaluations_count and (
+                settings.feature_valid_sentences is not None):
+            feature_valid = SplitView(corpus.valid,
+                                      settings.feature_valid_sentences)
+            if len(feature_valid) < len(self.valid):
+                self.feature_valid = feature_valid
         self.step = 0
         self.seconds = 0.0
         self.curve = []
+        self.feature_curve = []
         self.probabilities = []
         self.model = make_model(settings, corpus, self.seed)
         self.model.compile(schedule=schedule,
@@ -672,13 +698,29 @@ class NmtRun:
         return result
 
     def evaluate(self):
-        """Evaluate the validation split, record its features, return PPL."""
+        """Evaluate the validation features and the reported perplexity.
+
+        The features come from `feature_valid`; that evaluation counts in
+        the budget when `evaluations_count` is set. Its perplexity is
+        appended to `feature_curve`. When `feature_valid` is a subset of
+        `valid`, an uncounted evaluation of `valid` gives the reported
+        perplexity, appended to `curve`; otherwise both lists get the same
+        value.
+
+        Returns:
+            The perplexity on `feature_valid`, which a reward compares.
+        """
         result = self.timed(self.model.refresh_validation_features,
-                            self.valid, counted=self.evaluations_count)
-        value = result["mt_perplexity"]
-        self.curve.append([round(self.seconds, 3), self.step, self.mt_steps,
-                           value])
-        return value
+                            self.feature_valid,
+                            counted=self.evaluations_count)
+        feature_value = result["mt_perplexity"]
+        point = [round(self.seconds, 3), self.step, self.mt_steps]
+        self.feature_curve.append(point + [feature_value])
+        value = feature_value
+        if self.feature_valid is not self.valid:
+            value = self.model.evaluate_split(self.valid)["mt_perplexity"]
+        self.curve.append(point + [value])
+        return feature_value
 
     def train_chunk(self):
         """Run the next chunk of steps (no evaluation); return its length."""
@@ -737,6 +779,7 @@ class NmtRun:
             "applied_steps": [int(v) for v in
                               self.model.applied_steps.numpy()],
             "curve": [list(point) for point in self.curve],
+            "feature_curve": [list(point) for point in self.feature_curve],
             "probabilities": [list(point) for point in self.probabilities],
             "final": self.curve[-1][3] if self.curve else None,
         }
@@ -939,7 +982,8 @@ class OnlineControllerTrainer:
         start = run.step
         buffer.start.assign(start)
         length = run.train_chunk()
-        perplexity = run.evaluate()
+        feature_perplexity = run.evaluate()
+        perplexity = run.curve[-1][3]
         features, actions, _ = buffer.numpy()
         features, actions = features[:length, 0], actions[:length, 0]
         probabilities = run.probabilities[-1][1:]
@@ -947,6 +991,7 @@ class OnlineControllerTrainer:
             "run": self._run_index, "step": run.step,
             "mt_steps": run.mt_steps, "seconds": round(run.seconds, 3),
             "perplexity": perplexity,
+            "feature_perplexity": feature_perplexity,
             "probabilities": probabilities,
             "action_fractions": action_fractions(actions),
         }
@@ -965,10 +1010,10 @@ class OnlineControllerTrainer:
 
     def _reward(self, run):
         settings = self.settings
-        scores = [point[3] for point in run.curve]
+        scores = [point[3] for point in run.feature_curve]
         times = None
         if settings.reward_per_second:
-            times = [point[0] for point in run.curve]
+            times = [point[0] for point in run.feature_curve]
         reward = segment_reward(scores, settings.reward_k,
                                 settings.reward_scale, settings.min_rate,
                                 clip=settings.reward_clip, times=times)
@@ -986,7 +1031,8 @@ class OnlineControllerTrainer:
             "run_index": self._run_index,
             "run_in_progress": None if run is None else {
                 "step": run.step, "seconds": run.seconds,
-                "curve": run.curve, "probabilities": run.probabilities,
+                "curve": run.curve, "feature_curve": run.feature_curve,
+                "probabilities": run.probabilities,
             },
         }
 
@@ -1035,6 +1081,9 @@ class OnlineControllerTrainer:
             self._run.step = int(in_progress["step"])
             self._run.seconds = float(in_progress["seconds"])
             self._run.curve = [list(p) for p in in_progress["curve"]]
+            self._run.feature_curve = [
+                list(p) for p in in_progress["feature_curve"]
+            ]
             self._run.probabilities = [
                 list(p) for p in in_progress["probabilities"]
             ]

@@ -162,11 +162,18 @@ def test_starting_controller_is_copied():
 # Rewards and BLEU.
 
 class _Curve:
+    """A run whose feature perplexities are given; the reported ones are flat.
+
+    The reward must read `feature_curve`; a reward from the flat `curve`
+    would be floored at min_rate and clipped instead.
+    """
+
     def __init__(self, perplexities, seconds=None):
         if seconds is None:
             seconds = [10.0 * i for i in range(len(perplexities))]
-        self.curve = [[time, 0, 0, value]
-                      for time, value in zip(seconds, perplexities)]
+        self.feature_curve = [[time, 0, 0, value]
+                              for time, value in zip(seconds, perplexities)]
+        self.curve = [[time, 0, 0, 1000.0] for time in seconds]
 
 
 def test_reward_rises_when_perplexity_falls(tiny_corpus):
@@ -235,6 +242,53 @@ def test_target_tokens_cut_at_eos(tiny_corpus):
 
 
 # Runs, online training and resume.
+
+class _TickClock:
+    """A clock that advances one second every time it is read."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_feature_evaluation_reads_subset_and_counts(tiny_corpus):
+    settings = _tiny_settings(feature_valid_sentences=4)
+    schedule = FixedSchedule(ne.ACTION_NAMES[0])
+    run = ne.NmtRun(settings, tiny_corpus, schedule, seed=0,
+                    evaluations_count=True)
+    assert len(run.feature_valid) == 4
+    assert len(run.valid) == len(tiny_corpus.valid.source) == 16
+    run.clock = _TickClock()
+    returned = run.evaluate()
+    # Only the feature evaluation is timed: one tick pair is one second.
+    assert run.seconds == 1.0
+    subset = run.model.evaluate_split(ne.SplitView(tiny_corpus.valid, 4))
+    whole = run.model.evaluate_split(ne.SplitView(tiny_corpus.valid))
+    assert returned == pytest.approx(subset["mt_perplexity"])
+    assert run.feature_curve == [[1.0, 0, 0, returned]]
+    assert run.curve[0][3] == pytest.approx(whole["mt_perplexity"])
+    assert run.curve[0][3] != pytest.approx(returned)
+    # The validation features are the subset's losses.
+    np.testing.assert_allclose(
+        run.model.validation_losses.numpy(),
+        [subset[task]["loss"] for task in ne.ACTION_NAMES],
+        rtol=1e-5,
+    )
+
+
+def test_fixed_schedule_run_evaluates_only_the_reported_split(tiny_corpus):
+    settings = _tiny_settings(feature_valid_sentences=4)
+    run = ne.NmtRun(settings, tiny_corpus, FixedSchedule(ne.ACTION_NAMES[0]),
+                    seed=0)
+    assert run.feature_valid is run.valid
+    run.clock = _TickClock()
+    run.evaluate()
+    assert run.seconds == 0.0
+    assert run.feature_curve == run.curve
+
 
 def _without_seconds(history):
     return [{k: v for k, v in entry.items() if k != "seconds"}
