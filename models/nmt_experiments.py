@@ -704,8 +704,7 @@ class NmtRun:
         the budget when `evaluations_count` is set. Its perplexity is
         appended to `feature_curve`. When `feature_valid` is a subset of
         `valid`, an uncounted evaluation of `valid` gives the reported
-        perplexity, appended to `curve`; otherwise both lists get the same
-        value.
+        perplexity for `curve`. Otherwise both lists get the same value.
 
         Returns:
             The perplexity on `feature_valid`, which a reward compares.

@@ -254,7 +254,7 @@ class _TickClock:
         return self.now
 
 
-def test_feature_evaluation_reads_subset_and_counts(tiny_corpus):
+def test_feature_subset_is_counted(tiny_corpus):
     settings = _tiny_settings(feature_valid_sentences=4)
     schedule = FixedSchedule(ne.ACTION_NAMES[0])
     run = ne.NmtRun(settings, tiny_corpus, schedule, seed=0,
@@ -279,7 +279,7 @@ def test_feature_evaluation_reads_subset_and_counts(tiny_corpus):
     )
 
 
-def test_fixed_schedule_run_evaluates_only_the_reported_split(tiny_corpus):
+def test_fixed_schedule_skips_feature_subset(tiny_corpus):
     settings = _tiny_settings(feature_valid_sentences=4)
     run = ne.NmtRun(settings, tiny_corpus, FixedSchedule(ne.ACTION_NAMES[0]),
                     seed=0)
