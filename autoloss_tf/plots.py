@@ -4,8 +4,35 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import zlib  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# Colours of the comparison methods, fixed by name so that a plot of some
+# methods (`compare --methods`) colours them as a plot of all of them.
+# The GAN names cover full mode's ratios.
+_METHOD_COLORS = {
+    "AutoLoss": "tab:red",
+    "MT": "tab:blue", "FixedRatio": "tab:orange", "FineTunedMT": "tab:green",
+    "1:1": "tab:blue", "1:3": "tab:orange", "1:5": "tab:green",
+    "1:7": "tab:purple", "1:9": "tab:brown", "1:11": "tab:pink",
+    "3:1": "tab:gray", "5:1": "tab:olive", "7:1": "tab:cyan",
+    "9:1": "navy", "11:1": "black",
+}
+
+
+def method_color(method):
+    """Return the plot colour of a comparison method.
+
+    Names outside the fixed table get a colour of matplotlib's tab20
+    palette chosen by a checksum of the name, so it is the same in every
+    plot but may equal another method's.
+    """
+    if method in _METHOD_COLORS:
+        return _METHOD_COLORS[method]
+    palette = plt.get_cmap("tab20").colors
+    return palette[zlib.crc32(str(method).encode("utf-8")) % len(palette)]
 
 
 def plot_comparison(results, path):
@@ -163,10 +190,12 @@ def plot_gan_curves(results, path):
     for method, entry in results["methods"].items():
         steps, scores = _aligned_curves(entry["curves"])
         mean = scores.mean(axis=0)
-        line, = axis.plot(steps, mean, label=f"{method} ({entry['mean']:.2f})")
+        color = method_color(method)
+        axis.plot(steps, mean, color=color,
+                  label=f"{method} ({entry['mean']:.2f})")
         if scores.shape[0] > 1:
             axis.fill_between(steps, scores.min(axis=0), scores.max(axis=0),
-                              color=line.get_color(), alpha=0.15)
+                              color=color, alpha=0.15)
     axis.set_xlabel("updates (D + G)")
     axis.set_ylabel("Inception Score")
     dataset = results.get("dataset")
@@ -206,8 +235,9 @@ def plot_gan_probabilities(results, path):
                              for run in runs], dtype="float64")
         style = "-" if method == "AutoLoss" else ":"
         mean = values.mean(axis=0)
-        top.plot(steps, mean, style, label=method)
-        bottom.plot(steps, 1 - mean, style, label=method)
+        color = method_color(method)
+        top.plot(steps, mean, style, color=color, label=method)
+        bottom.plot(steps, 1 - mean, style, color=color, label=method)
     top.set_ylabel("P(generator update)")
     bottom.set_ylabel("P(discriminator update)")
     bottom.set_xlabel("updates (D + G)")
@@ -360,9 +390,8 @@ def plot_nmt_curves(results, path):
     final perplexity (mean over trials).
     """
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (method, entry) in enumerate(results["methods"].items()):
-        color = colors[index % len(colors)]
+    for method, entry in results["methods"].items():
+        color = method_color(method)
         for trial, curve in enumerate(entry["curves"]):
             points = np.asarray(curve, dtype="float64")
             label = f"{method} ({entry['mean']:.1f})" if trial == 0 else None
@@ -404,7 +433,8 @@ def plot_nmt_probabilities(results, path):
         marker = "o" if length == 1 else None
         for column, axis in enumerate(axes, start=1):
             axis.plot(steps, values[:, :, column].mean(axis=0), style,
-                      marker=marker, label=method)
+                      color=method_color(method), marker=marker,
+                      label=method)
     for task, axis in zip(tasks, axes):
         axis.set_title(f"P({task})")
         axis.set_xlabel("steps (all tasks)")

@@ -28,7 +28,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
 import autoloss_tf
