@@ -243,10 +243,13 @@ def _add_transfer_arguments(parser):
 def _add_controller_argument(parser):
     parser.add_argument("--controller", default=None,
                         help="exported controller directory (default: the "
-                             "shipped one for the L1 task; gan has none, so "
-                             "compare gan without it runs the fixed ratios "
-                             "only; for compare nmt, the weights that every "
-                             "online AutoLoss run starts from)")
+                             "shipped one for the L1 tasks; guide gan and "
+                             "guide nmt need it, for example "
+                             "saved_controllers/gan_mnist or "
+                             "saved_controllers/nmt; compare gan without it "
+                             "runs the fixed ratios only; for compare nmt, "
+                             "the weights that every online AutoLoss run "
+                             "starts from)")
 
 
 def main(argv=None):

@@ -243,6 +243,13 @@ def resume_online_trainer(trainer, args, options):
     if saved is not None:
         saved = dict(saved, seed=trainer.saved_seed)
     if saved is not None and saved != current:
+        missing = sorted(set(current) - set(saved))
+        if missing:
+            raise UsageError(
+                f"The checkpoint in {args.out} was written by a version "
+                f"without the settings {missing}, so it cannot be resumed. "
+                "Choose another --out to start a new training."
+            )
         changed = {key: (saved.get(key), value)
                    for key, value in current.items()
                    if saved.get(key) != value}

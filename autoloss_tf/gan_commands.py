@@ -171,8 +171,9 @@ def guide(args):
     experiments = _experiments()
     if args.controller is None:
         raise UsageError(
-            "guide gan needs --controller: no GAN controller is shipped. "
-            "Train one with `autoloss train-controller gan --out DIR`."
+            "guide gan needs --controller DIR: the shipped "
+            "saved_controllers/gan_mnist, or one trained with "
+            "`autoloss train-controller gan --out DIR`."
         )
     settings = gan_settings(args)
     loaded = load_gan_controller(args.controller)

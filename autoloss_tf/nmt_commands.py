@@ -214,8 +214,9 @@ def guide(args):
     experiments = _experiments()
     if args.controller is None:
         raise UsageError(
-            "guide nmt needs --controller: no NMT controller is shipped. "
-            "Train one with `autoloss train-controller nmt --out DIR`."
+            "guide nmt needs --controller DIR: the shipped "
+            "saved_controllers/nmt, or one trained with "
+            "`autoloss train-controller nmt --out DIR`."
         )
     settings = nmt_settings(args)
     loaded = load_nmt_controller(args.controller)
@@ -307,6 +308,9 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
                     "seconds"):
             methods[name][key] = stats[key]
         methods[name]["curves"] = [run["curve"] for run in runs]
+        if name == experiments.AUTOLOSS:
+            methods[name]["feature_curves"] = [run["feature_curve"]
+                                               for run in runs]
         methods[name]["probabilities"] = [run["probabilities"]
                                           for run in runs]
         methods[name]["examples"] = runs[0]["examples"]
@@ -333,9 +337,13 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
             "split"
         ),
         "budget_note": (
-            "AutoLoss's budget counts its controller forward passes, PPO "
-            "updates and the validation evaluations behind its rewards and "
-            "features; the baselines' curve evaluations are not counted"
+            "AutoLoss's budget counts its controller forward passes, its "
+            "PPO updates and the evaluation after every segment of the "
+            "validation sentences behind its rewards and features "
+            f"({_feature_sentences(settings, corpus)}). The curves read "
+            f"{_valid_sentences(settings, corpus)} validation sentences; "
+            "that evaluation is not counted, except where it is the same "
+            "as the feature evaluation"
         ),
         "fixed_ratio_probabilities": dict(zip(experiments.ACTION_NAMES,
                                               probabilities)),
@@ -348,6 +356,22 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
         "elapsed_seconds": round(elapsed, 1),
         "methods": methods,
     }
+
+
+def _valid_sentences(settings, corpus):
+    available = len(corpus.valid.source)
+    if settings.valid_sentences is None:
+        return available
+    return min(settings.valid_sentences, available)
+
+
+def _feature_sentences(settings, corpus):
+    """Describe which validation sentences the feature evaluation reads."""
+    valid = _valid_sentences(settings, corpus)
+    count = settings.feature_valid_sentences
+    if count is None or count >= valid:
+        return f"all {valid} of the curves"
+    return f"the first {count}"
 
 
 def format_table(results):

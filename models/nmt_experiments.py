@@ -16,8 +16,9 @@ tasks:
 
       R = -C * (P(t+T) - P(t)) / max(|P(t) - P(t-kT)| / k, min_rate),
 
-  where P is the validation translation perplexity at segment
-  boundaries (the sign is flipped because lower is better). Every step of
+  where P is the translation perplexity of the first
+  `feature_valid_sentences` validation sentences at segment boundaries
+  (the sign is flipped because lower is better). Every step of
   the segment gets R. The first segment of a run has no earlier rate,
   so it gets no reward and adds no transitions. With `reward_per_second`
   (the default), P(t+T) - P(t) is first scaled by the mean counted
@@ -41,8 +42,10 @@ count in the budget. AutoLoss's reward and features need an evaluation of
 their own after every segment, which counts. It reads the first
 `feature_valid_sentences` validation sentences (200 of 968 in quick mode),
 so that it costs less of the budget than an evaluation of the whole
-split; the reported perplexity always reads `valid_sentences`. The
-controller's work (its forward pass in every step, its PPO
+split. The reported perplexity always reads `valid_sentences`. Where the
+feature evaluation reads all of those sentences (full mode, where
+`feature_valid_sentences` is None), it is the reported evaluation too,
+and AutoLoss's curve evaluations count. The controller's work (its forward pass in every step, its PPO
 updates) counts too, and so does graph tracing in the first chunk of
 every run. Curves are recorded against counted seconds, total steps and
 translation steps. A run trains at least one chunk of T steps, and it
@@ -132,8 +135,9 @@ class NmtSettings:
             decoding length.
         lemma_classes: lemma-edit classes kept by the corpus.
         valid_sentences: validation sentences of the reported perplexity
-            (the first ones of the split), evaluated every segment and never
-            counted in the budget, or None for all.
+            (the first ones of the split), or None for all. They are
+            evaluated every segment, and the evaluation counts in the
+            budget only where it is also a controller's feature evaluation.
         feature_valid_sentences: validation sentences of the counted
             evaluation after every segment that gives a controller its
             validation features and its reward (the first ones of the
@@ -308,7 +312,7 @@ def _check_settings(settings):
                  "test_sentences"):
         value = getattr(settings, name)
         if value is not None:
-            _check_positive_integer(name, value)
+            _check_positive_integer(name, value, "or None for no limit")
     if isinstance(settings.tagger_layers, bool) or not isinstance(
             settings.tagger_layers, int) or settings.tagger_layers < 0:
         raise ValueError(
@@ -372,10 +376,13 @@ def _check_settings(settings):
             )
 
 
-def _check_positive_integer(name, value):
+def _check_positive_integer(name, value, alternative=None):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        rule = "a positive integer"
+        if alternative:
+            rule += f" {alternative}"
         raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}."
+            f"`{name}` must be {rule}. Received: {name}={value!r}."
         )
 
 
@@ -614,8 +621,9 @@ class NmtRun:
         corpus: the corpus (train, valid and test splits).
         schedule: the `Schedule` over `ACTION_NAMES`.
         seed: seed of the initial weights, dropout and batch order.
-        evaluations_count: whether evaluation time counts in the budget.
-            Defaults to False.
+        evaluations_count: whether the feature evaluation counts in the
+            budget and reads `feature_valid_sentences`; without it the
+            features read the reported split. Defaults to False.
 
     Attributes:
         model: the `Seq2SeqMultiTask`.
@@ -773,7 +781,11 @@ class NmtRun:
                 "examples": example_rows}
 
     def summary(self):
-        """Return the run's curves and counters as a JSON-ready dict."""
+        """Return the run's curves and counters as a JSON-ready dict.
+
+        Its `feature_curve` equals `curve` when the features read the
+        reported split, as in runs of fixed schedules.
+        """
         return {
             "seed": self.seed, "steps": self.step, "mt_steps": self.mt_steps,
             "seconds": round(self.seconds, 3),
@@ -840,7 +852,7 @@ def guided_run(settings, corpus, controller, seed, greedy=False,
                progress=None):
     """Train one run under a trained, frozen controller.
 
-    Its evaluations count in the budget, as they feed its features.
+    Its feature evaluations count in the budget (see `NmtRun.evaluate`).
     """
     schedule = LearnedSchedule(
         controller, seed=seed, greedy=greedy, feature_names=FEATURE_NAMES,
@@ -870,10 +882,11 @@ class OnlineControllerTrainer:
 
     Each run trains a new model (seed `seed + run`) under the controller,
     which samples every task. After each segment of T steps the trainer
-    evaluates the validation perplexity, computes the segment reward and
+    evaluates the feature sentences and the reported validation split
+    (`NmtRun.evaluate`), computes the segment reward from the former and
     adds the segment's transitions to the PPO buffer. When the buffer is
-    full, it runs one PPO update. Evaluation and PPO time count in the
-    run's budget. With a `directory`, an atomic checkpoint is written
+    full, it runs one PPO update. The feature evaluation and PPO time
+    count in the run's budget. With a `directory`, an atomic checkpoint is written
     after every segment (not counted), and `resume` continues from it.
 
     Args:

@@ -349,6 +349,33 @@ def test_resume_reports_other_settings(tiny_corpus, tmp_path):
     assert second.current_run is None
 
 
+def test_resume_rejects_checkpoint_without_setting(tiny_corpus, tmp_path):
+    from autoloss_tf import training
+    from autoloss_tf.commands import UsageError
+    from autoloss_tf.commands import resume_online_trainer
+
+    settings = _tiny_settings(max_steps=4)
+    first = ne.OnlineControllerTrainer(settings, tiny_corpus, str(tmp_path),
+                                       seed=0)
+    first.save()
+    # A checkpoint written before `feature_valid_sentences` existed.
+    state, arrays = training.read_checkpoint(first.checkpoint_path)
+    del state["settings"]["feature_valid_sentences"]
+    training.write_checkpoint(first.checkpoint_path, arrays, state=state)
+
+    second = ne.OnlineControllerTrainer(settings, tiny_corpus, str(tmp_path),
+                                        seed=0)
+
+    class Args:
+        out = str(tmp_path)
+
+    with pytest.raises(UsageError) as raised:
+        resume_online_trainer(second, Args, "--mode and --seed")
+    message = str(raised.value)
+    assert "without the settings ['feature_valid_sentences']" in message
+    assert "Choose another --out" in message
+
+
 # Command line.
 
 @pytest.fixture
@@ -357,6 +384,9 @@ def tiny_cli(monkeypatch, tiny_corpus):
     tiny = dict(ne._MODE_SETTINGS["quick"], **TINY)
     for key in ("source_length", "target_length"):
         tiny.pop(key)
+    # A quarter of the 16 validation sentences, as quick mode reads 200 of
+    # 968, so AutoLoss's feature evaluation reads a subset.
+    tiny["feature_valid_sentences"] = 4
     monkeypatch.setitem(ne._MODE_SETTINGS, "quick", tiny)
     monkeypatch.setitem(ne._COMMON, "source_length", LENGTH)
     monkeypatch.setitem(ne._COMMON, "target_length", LENGTH)
@@ -431,6 +461,17 @@ def test_nmt_cli_compare_end_to_end(tiny_cli, tiny_corpus, tmp_path,
     assert mt_only["probabilities"][0][0][1:] == [1.0, 0.0, 0.0]
     (history,) = results["methods"][ne.AUTOLOSS]["controller_history"]
     assert [entry["reward"] for entry in history] == [None]
+
+    autoloss = results["methods"][ne.AUTOLOSS]
+    (feature_curve,) = autoloss["feature_curves"]
+    (curve,) = autoloss["curves"]
+    assert [p[:3] for p in feature_curve] == [p[:3] for p in curve]
+    assert feature_curve[-1][3] != pytest.approx(curve[-1][3])
+    assert history[0]["feature_perplexity"] == feature_curve[-1][3]
+    assert history[0]["perplexity"] == curve[-1][3]
+    assert "feature_curves" not in mt_only
+    assert "(the first 4)" in results["budget_note"]
+    assert "16 validation sentences" in results["budget_note"]
 
     assert "valid PPL" in capsys.readouterr().out
     assert cli.main(["plot", str(result_file)]) == 0
