@@ -63,9 +63,9 @@ translation step varied by about 10% between rounds and wall time by
 NOTE: a quick-mode run gives the online controller about 8-10 PPO
 updates. In `compare nmt --clock process` on 2 cores (3 trials from a
 uniform controller, one TensorFlow thread per run), P(mt) rose from 0.33
-to 0.46-0.55 by the end of each run. AutoLoss's mean validation
-perplexity was 63.8 against FixedRatio's 65.7, MT-only's 74.7 and
-FineTunedMT's 63.2. With the whole validation split as the counted
+to 0.48-0.53 by the end of each run. AutoLoss's mean validation
+perplexity was 64.4 against FixedRatio's 65.4, MT-only's 74.8 and
+FineTunedMT's 61.8. With the whole validation split as the counted
 evaluation it had been 70.6.
 """
 
