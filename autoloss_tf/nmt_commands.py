@@ -341,7 +341,7 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
             "PPO updates and the evaluation after every segment of the "
             "validation sentences behind its rewards and features "
             f"({_feature_sentences(settings, corpus)}). The curves read "
-            f"{_valid_sentences(settings, corpus)} validation sentences; "
+            f"{_valid_count(settings, corpus)} validation sentences; "
             "that evaluation is not counted, except where it is the same "
             "as the feature evaluation"
         ),
@@ -358,20 +358,18 @@ def summarize(methods_results, settings, corpus, args, command, loaded,
     }
 
 
-def _valid_sentences(settings, corpus):
-    available = len(corpus.valid.source)
-    if settings.valid_sentences is None:
-        return available
-    return min(settings.valid_sentences, available)
+def _valid_count(settings, corpus):
+    return _experiments().validation_counts(
+        settings, len(corpus.valid.source))[0]
 
 
 def _feature_sentences(settings, corpus):
     """Describe which validation sentences the feature evaluation reads."""
-    valid = _valid_sentences(settings, corpus)
-    count = settings.feature_valid_sentences
-    if count is None or count >= valid:
+    valid, feature = _experiments().validation_counts(
+        settings, len(corpus.valid.source))
+    if feature >= valid:
         return f"all {valid} of the curves"
-    return f"the first {count}"
+    return f"the first {feature}"
 
 
 def format_table(results):

@@ -1,8 +1,8 @@
-"""Measure how much a GAN segment reward says about the update ratio.
+"""Measure how much information a GAN segment reward carries about the ratio.
 
 The online GAN controller samples one action per update and gets one
 reward per segment of T updates. This script compares the size of the
-effect it must learn with the noise it sees:
+effect it must learn with the noise in its rewards:
 
 1. Signal in controller training. From a training history
    (`history.json` of `autoloss train-controller gan`), it fits each
@@ -95,8 +95,9 @@ def implied_effect(comparison, low, high):
     for name in (low, high):
         if name not in methods:
             raise SystemExit(
-                f"The comparison has no method {name!r}; it has "
-                f"{sorted(methods)}. Pass --low and --high from those."
+                f"Method {name!r} is missing from the comparison, which "
+                f"contains {sorted(methods)}. Pass --low and --high from "
+                "those."
             )
     settings = comparison["settings"]
     segments = settings["total_updates"] // settings["segment_length"]

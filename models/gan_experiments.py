@@ -35,7 +35,7 @@ segment's reward is noisy. `reward_clip` bounds it, but nothing averages
 it out beyond the baseline. `benchmarks/gan_reward_signal.py` measured
 a residual of 0.21 IS per segment gain against an effect of 0.05 IS per
 segment per unit of generator share, so a fit needs about 160 quick-mode
-runs before the share's effect stands out. The controller's share after
+runs before the share's effect is two standard errors from zero. The controller's share after
 a few runs is therefore set mostly by noise.
 """
 

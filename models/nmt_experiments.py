@@ -45,8 +45,8 @@ so that it costs less of the budget than an evaluation of the whole
 split. The reported perplexity always reads `valid_sentences`. Where the
 feature evaluation reads all of those sentences (full mode, where
 `feature_valid_sentences` is None), it is the reported evaluation too,
-and AutoLoss's curve evaluations count. The controller's work (its forward pass in every step, its PPO
-updates) counts too, and so does graph tracing in the first chunk of
+and AutoLoss's curve evaluations count. The controller's work (its
+forward pass in every step, its PPO updates) counts too, and so does graph tracing in the first chunk of
 every run. Curves are recorded against counted seconds, total steps and
 translation steps. A run trains at least one chunk of T steps, and it
 stops at the first chunk end past its budget. With `max_steps` set, a run
@@ -401,6 +401,21 @@ def load_corpus(settings, progress=None):
     )
 
 
+def validation_counts(settings, available):
+    """Return the sentence counts of the reported and the feature evaluation.
+
+    Both counts are capped at the `available` validation sentences, and
+    the feature count also at the reported one.
+    """
+    valid = available
+    if settings.valid_sentences is not None:
+        valid = min(settings.valid_sentences, available)
+    feature = valid
+    if settings.feature_valid_sentences is not None:
+        feature = min(settings.feature_valid_sentences, valid)
+    return valid, feature
+
+
 class SplitView:
     """The first `count` sentences of a split, as the arrays a model reads."""
 
@@ -653,14 +668,12 @@ class NmtRun:
             for key in seq2seq.BATCH_KEYS
         }
         self.num_sentences = int(len(corpus.train.source))
-        self.valid = SplitView(corpus.valid, settings.valid_sentences)
+        valid_count, feature_count = validation_counts(
+            settings, len(corpus.valid.source))
+        self.valid = SplitView(corpus.valid, valid_count)
         self.feature_valid = self.valid
-        if self.evaluations_count and (
-                settings.feature_valid_sentences is not None):
-            feature_valid = SplitView(corpus.valid,
-                                      settings.feature_valid_sentences)
-            if len(feature_valid) < len(self.valid):
-                self.feature_valid = feature_valid
+        if self.evaluations_count and feature_count < valid_count:
+            self.feature_valid = SplitView(corpus.valid, feature_count)
         self.step = 0
         self.seconds = 0.0
         self.curve = []
