@@ -77,7 +77,28 @@ def build_parser():
     train.add_argument("--runs", type=int, default=None,
                        help="gan and nmt: total task-model runs the "
                             "controller trains along with, counting resumed "
-                            "ones (default 5 for gan, 1 for nmt)")
+                            "ones (default 5 for gan, 1 for nmt; 36 for gan "
+                            "with --estimator search)")
+    train.add_argument("--estimator", default="online",
+                       choices=("online", "search"),
+                       help="gan: how the controller learns. online: one "
+                            "REINFORCE update per segment of a run, rewarded "
+                            "by the segment's IS gain, as in the paper "
+                            "(default). search: antithetic pairs of whole "
+                            "runs under perturbed controllers, rewarded by "
+                            "each run's final IS")
+    train.add_argument("--pairs", type=int, default=None,
+                       help="gan with --estimator search: antithetic pairs "
+                            "per generation (default 3); --runs must be a "
+                            "multiple of twice this")
+    train.add_argument("--workers", type=int, default=1,
+                       help="gan with --estimator search: processes that "
+                            "train runs side by side, one TensorFlow thread "
+                            "each (default 1)")
+    train.add_argument("--start-controller", default=None,
+                       help="gan with --estimator search: exported "
+                            "controller to start from, for example "
+                            "saved_controllers/gan_mnist (default: uniform)")
 
     guide = commands.add_parser(
         "guide", help="train one new task model on fresh data under a controller"
@@ -109,6 +130,9 @@ def build_parser():
                               "updates to reach 1:1's final IS need 1:1)")
     compare.add_argument("--json", default=None,
                          help="write results to this JSON file")
+    compare.add_argument("--workers", type=int, default=1,
+                         help="gan: processes that train runs side by side, "
+                              "one TensorFlow thread each (default 1)")
 
     study = commands.add_parser(
         "study",

@@ -232,14 +232,17 @@ def resume_online_trainer(trainer, args, options):
     """Load an online trainer's checkpoint; reject one with other settings.
 
     Args:
-        trainer: a GAN or NMT `OnlineControllerTrainer`.
+        trainer: a GAN or NMT `OnlineControllerTrainer`, or a GAN
+            `ControllerSearch` (whose `settings_dict()` is compared).
         args: the parsed arguments, with `out`.
         options: the command-line options that set the checkpoint's
             settings, named in the error, e.g. "--mode and --seed".
     """
     done = trainer.resume()
     saved = trainer.saved_settings
-    current = dict(trainer.settings.to_dict(), seed=trainer.seed)
+    settings = (trainer.settings_dict() if hasattr(trainer, "settings_dict")
+                else trainer.settings.to_dict())
+    current = dict(settings, seed=trainer.seed)
     if saved is not None:
         saved = dict(saved, seed=trainer.saved_seed)
     if saved is not None and saved != current:
@@ -736,10 +739,13 @@ def _plot_content(content, path, out):
 
 
 def _is_gan_result(content):
-    """Return True for a GAN compare JSON or a GAN controller history."""
+    """Return True for a GAN compare JSON or a GAN controller history
+    (online or search)."""
     if not isinstance(content, dict):
         return False
     if content.get("task") == "gan" and "methods" in content:
+        return True
+    if content.get("estimator") == "search" and "history" in content:
         return True
     return "history" in content and "runs" in content
 
@@ -798,6 +804,8 @@ def misplaced_options_error(names, scope, received):
 # Options that only the L1 tasks (regression, classification) read.
 L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
                    "data_sets", "baseline", "controller_kind", "dataset")
+# Options of `train-controller` that only the gan task reads.
+GAN_SEARCH_OPTIONS = ("estimator", "pairs", "workers", "start_controller")
 
 
 def reject_options(task, explicit, names, scope):

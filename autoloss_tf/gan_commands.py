@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from autoloss_tf import export as export_lib
+from autoloss_tf.commands import GAN_SEARCH_OPTIONS
 from autoloss_tf.commands import L1_ONLY_OPTIONS
 from autoloss_tf.commands import UsageError
 from autoloss_tf.commands import check_json_target
@@ -24,6 +25,9 @@ from autoloss_tf.commands import write_json
 
 TASK = "gan"
 DEFAULT_RUNS = 5
+# Six generations of three antithetic pairs.
+DEFAULT_SEARCH_RUNS = 36
+SEARCH = "search"
 DEFAULT_TRIALS = 3
 # Options of `train-controller`, `guide` and `compare` that only the L1
 # tasks read, and those that only the GAN and NMT tasks read.
@@ -50,6 +54,7 @@ def check_options(task, explicit):
                        "the L1 tasks (regression, classification)")
     else:
         reject_options(task, explicit, GAN_ONLY_OPTIONS, "the gan and nmt tasks")
+        reject_options(task, explicit, GAN_SEARCH_OPTIONS, "the gan task")
 
 
 def gan_settings(args):
@@ -90,7 +95,24 @@ def load_gan_controller(directory):
 # train-controller ---------------------------------------------------------
 
 def train_controller(args, command):
-    """Train a GAN controller online over `--runs` GAN runs; export it."""
+    """Train a GAN controller over `--runs` GAN runs; export it.
+
+    With `--estimator online` (the default) the controller learns along
+    with each run, one update per segment; with `--estimator search` it
+    learns from whole runs (`train_controller_by_search`).
+    """
+    if getattr(args, "estimator", "online") == SEARCH:
+        return train_controller_by_search(args, command)
+    given = [name for name in ("pairs", "start_controller")
+             if getattr(args, name, None) is not None]
+    if getattr(args, "workers", 1) != 1:
+        given.append("workers")
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(
+            f"{flags} apply to --estimator search only. Received them with "
+            "the online estimator. Add --estimator search or remove them."
+        )
     experiments = _experiments()
     settings = gan_settings(args)
     runs = DEFAULT_RUNS if args.runs is None else args.runs
@@ -113,6 +135,111 @@ def train_controller(args, command):
         f"Trained {info['runs']} GAN runs ({info['segments']} segments). "
         f"Final IS of the last run: {info['final_inception_score']:.3f}. "
         f"Controller written to {args.out}"
+    )
+    return info
+
+
+def train_controller_by_search(args, command):
+    """Train a GAN controller by run-level antithetic search; export it."""
+    from autoloss_models import gan_search
+
+    experiments = _experiments()
+    settings = gan_settings(args)
+    try:
+        search = gan_search.SearchSettings(
+            **({} if args.pairs is None else {"pairs": args.pairs}))
+    except ValueError as error:
+        raise UsageError(f"--pairs: {error}") from None
+    per_generation = search.runs_per_generation
+    runs = DEFAULT_SEARCH_RUNS if args.runs is None else args.runs
+    if runs < per_generation or runs % per_generation:
+        raise UsageError(
+            f"--runs with --estimator search must be a positive multiple of "
+            f"2 * pairs = {per_generation}, so every generation is whole. "
+            f"Received: --runs {runs}. Pass for example "
+            f"{max(per_generation, runs - runs % per_generation)}."
+        )
+    if args.workers < 1:
+        raise UsageError(
+            f"--workers must be >= 1. Received: --workers {args.workers}."
+        )
+    state_dir = os.path.join(args.out, "training")
+    check_online_training_target(
+        args, runs, os.path.join(state_dir, gan_search.CHECKPOINT_FILE)
+    )
+    start = None
+    if args.start_controller is not None:
+        start = load_gan_controller(args.start_controller)
+        if start.metadata.get("controller_kind") != "linear":
+            raise UsageError(
+                f"--start-controller {args.start_controller} holds a "
+                f"{start.metadata.get('controller_kind')} controller; the "
+                "search perturbs a linear one. Pass a linear GAN controller "
+                "such as saved_controllers/gan_mnist."
+            )
+
+    experiments.set_determinism(args.seed)
+    images, classifier = (None, None) if args.workers > 1 else load_data()
+    controller = experiments.make_controller()
+    if start is not None:
+        gan_search.set_controller_parameters(
+            controller, gan_search.controller_parameters(start.controller))
+    trainer = gan_search.ControllerSearch(
+        settings, search, state_dir, images, classifier, seed=args.seed,
+        controller=controller, workers=args.workers,
+    )
+    if args.resume:
+        resume_online_trainer(
+            trainer, args,
+            "--mode, --max-steps, --pairs, --start-controller and --seed")
+    generations = runs // per_generation
+    bar = tqdm(total=runs * settings.total_updates,
+               initial=trainer.runs_done * settings.total_updates,
+               unit="update", desc="controller search")
+
+    def report(result):
+        bar.update(settings.total_updates)
+        bar.set_postfix(generation=trainer.generation,
+                        IS=f"{result['final']:.2f}",
+                        p_G=f"{result['p_generator']:.2f}")
+
+    try:
+        trainer.train(generations, progress=report)
+    finally:
+        bar.close()
+
+    history = trainer.history
+    last = history[-1]
+    info = {
+        "task": TASK, "estimator": SEARCH, "command": command,
+        "seed": args.seed, "mode": settings.mode,
+        "settings": settings.to_dict(), "search": search.to_dict(),
+        "runs": trainer.runs_done, "requested_runs": runs,
+        "generations": len(history),
+        "start_controller": args.start_controller,
+        "start_controller_training": (
+            None if start is None else start.metadata.get("training")),
+        "final_inception_score": last["mean_final_inception_score"],
+        "final_inception_score_note": (
+            f"mean final IS (mean of the last {settings.final_evaluations} "
+            "evaluations) of the runs of the last generation, which ran "
+            "under perturbed controllers"
+        ),
+        "gan_seeds": [history[0]["seeds"][0], history[-1]["seeds"][-1]],
+        "task_model_updates": int(trainer.runs_done * settings.total_updates),
+        "machine": machine_description(),
+    }
+    export_lib.export_controller(
+        trainer.export_controller(), args.out,
+        feature_names=list(experiments.FEATURE_NAMES),
+        action_names=list(experiments.ACTION_NAMES), training=info,
+        overwrite=True,
+    )
+    print(
+        f"Trained {info['runs']} GAN runs ({info['generations']} "
+        f"generations of {search.pairs} pairs). Mean final IS of the last "
+        f"generation: {info['final_inception_score']:.3f}. Controller "
+        f"written to {args.out}"
     )
     return info
 
@@ -216,18 +343,24 @@ def compare(args, command):
         experiments.AUTOLOSS,
     )
 
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1. Received: --workers "
+                         f"{workers}.")
+
     experiments.set_determinism(args.seed)
-    images, classifier = load_data()
+    images, classifier = (None, None) if workers > 1 else load_data()
     print(f"gan {settings.mode} mode: methods {', '.join(methods)}; "
           f"{trials} trial{'s' if trials != 1 else ''} of "
-          f"{settings.total_updates} updates each")
+          f"{settings.total_updates} updates each"
+          + (f"; {workers} worker processes" if workers > 1 else ""))
     started = time.time()
     total = len(methods) * trials * settings.total_updates
     with tqdm(total=total, unit="update", desc="compare gan") as bar:
         methods_results = experiments.run_comparison(
             settings, None if loaded is None else loaded.controller,
             images, classifier, trials, seed=args.seed, progress=bar.update,
-            methods=methods,
+            methods=methods, workers=workers, controller_dir=args.controller,
         )
 
     results = summarize(methods_results, settings, args, command, loaded,
@@ -271,6 +404,7 @@ def summarize(methods_results, settings, args, command, loaded, trials,
             {} if loaded is None else loaded.metadata.get("training", {})
         ),
         "machine": machine_description(),
+        "workers": getattr(args, "workers", 1),
         "elapsed_seconds": round(elapsed, 1),
         "methods": methods,
     }
@@ -373,5 +507,8 @@ def plot(content, path, out):
             written.append(stem + "_samples.png")
             plots.plot_sample_grids(grids, written[-1])
         return written
-    plots.plot_gan_controller_history(content, out)
+    if content.get("estimator") == SEARCH:
+        plots.plot_gan_search_history(content, out)
+    else:
+        plots.plot_gan_controller_history(content, out)
     return [out]

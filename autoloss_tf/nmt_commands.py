@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from autoloss_tf import export as export_lib
+from autoloss_tf.commands import GAN_SEARCH_OPTIONS
 from autoloss_tf.commands import L1_ONLY_OPTIONS
 from autoloss_tf.commands import UsageError
 from autoloss_tf.commands import check_json_target
@@ -47,6 +48,7 @@ def check_options(task, explicit):
     if task == TASK:
         reject_options(task, explicit, L1_ONLY_OPTIONS,
                        "the L1 tasks (regression, classification)")
+        reject_options(task, explicit, GAN_SEARCH_OPTIONS, "the gan task")
     else:
         reject_options(task, explicit, NMT_ONLY_OPTIONS, "the nmt task")
 

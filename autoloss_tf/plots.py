@@ -321,6 +321,43 @@ def plot_gan_controller_history(history, path):
     plt.close(figure)
 
 
+def plot_gan_search_history(history, path):
+    """Draw a run-level controller search, one column per generation.
+
+    Top: the final IS of every run, + and - members of a pair joined by a
+    line. Bottom: each run's mean probability of a generator update.
+    """
+    entries = history["history"]
+    figure, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for entry in entries:
+        generation = entry["generation"]
+        pairs = zip(entry["rewards_plus"], entry["rewards_minus"],
+                    entry["p_generator_plus"], entry["p_generator_minus"])
+        for index, (plus, minus, p_plus, p_minus) in enumerate(pairs):
+            offset = 0.08 * (index - (len(entry["rewards_plus"]) - 1) / 2)
+            x = [generation + offset - 0.02, generation + offset + 0.02]
+            axes[0].plot(x, [plus, minus], color="gray", linewidth=0.6)
+            axes[0].plot(x[0], plus, "^", color="tab:blue")
+            axes[0].plot(x[1], minus, "v", color="tab:orange")
+            axes[1].plot(x, [p_plus, p_minus], color="gray", linewidth=0.6)
+            axes[1].plot(x[0], p_plus, "^", color="tab:blue")
+            axes[1].plot(x[1], p_minus, "v", color="tab:orange")
+    generations = [entry["generation"] for entry in entries]
+    axes[0].plot(generations,
+                 [entry["mean_final_inception_score"] for entry in entries],
+                 "k-", label="generation mean")
+    axes[0].set_ylabel("final IS of a run")
+    axes[0].legend(loc="lower right")
+    axes[1].set_ylabel("mean P(generator update)")
+    axes[1].set_xlabel("generation (up triangles: center + noise; down: "
+                       "center - noise)")
+    axes[1].set_xticks(generations)
+    axes[0].set_title(f"GAN controller search: {len(entries)} generations")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_gan_architectures(results, path):
     """Draw the final IS of each architecture without and with a controller.
 

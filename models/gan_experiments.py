@@ -39,7 +39,9 @@ runs before the share's effect is two standard errors from zero. The controller'
 a few runs is therefore set mostly by noise.
 """
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import os
 
 import keras
@@ -972,7 +974,8 @@ def comparison_methods(settings, with_controller=True):
 
 
 def run_comparison(settings, controller, images, classifier, trials,
-                   seed=0, progress=None, methods=None):
+                   seed=0, progress=None, methods=None, workers=1,
+                   controller_dir=None, dataset="mnist"):
     """Train every method for `trials` trials; return results per method.
 
     Trial t of every method uses GAN seed `seed + t`, so the methods of a
@@ -982,13 +985,21 @@ def run_comparison(settings, controller, images, classifier, trials,
         settings: `GanSettings`.
         controller: a trained controller for `"AutoLoss"`, or None to run
             the fixed ratios only.
-        images: training images.
-        classifier: the IS classifier.
+        images: training images, used when `workers` is 1.
+        classifier: the IS classifier, used when `workers` is 1.
         trials: runs per method.
         seed: seed of trial 0. Defaults to 0.
-        progress: optional callable(updates) after each chunk.
+        progress: optional callable(updates) after each chunk, or after
+            each finished run when `workers` is more than 1.
         methods: the method names to run. Defaults to None, which means
             `comparison_methods(settings, controller is not None)`.
+        workers: processes that train runs side by side, each with one
+            TensorFlow thread and its own copy of `dataset`'s images and
+            classifier (`worker_pool`). Defaults to 1 (this process).
+        controller_dir: the exported controller's directory, which
+            workers load for `"AutoLoss"`. Needed when `workers` is more
+            than 1 and `"AutoLoss"` is among the methods.
+        dataset: the GAN dataset workers load. Defaults to "mnist".
 
     Returns:
         dict method -> {"mean", "std", "values", "curves", "p_generator",
@@ -997,19 +1008,35 @@ def run_comparison(settings, controller, images, classifier, trials,
     """
     if methods is None:
         methods = comparison_methods(settings, controller is not None)
+    tasks = [(method, seed + trial) for method in methods
+             for trial in range(trials)]
+    if workers > 1:
+        if AUTOLOSS in methods and controller_dir is None:
+            raise ValueError(
+                "Workers load the controller from its directory, so "
+                "`controller_dir` is needed to run AutoLoss with workers > 1."
+            )
+        finished = {}
+        with worker_pool(workers, dataset) as pool:
+            futures = {
+                pool.submit(_comparison_run_in_worker, settings, method,
+                            run_seed, controller_dir): (method, run_seed)
+                for method, run_seed in tasks
+            }
+            for future in concurrent.futures.as_completed(futures):
+                finished[futures[future]] = future.result()
+                if progress is not None:
+                    progress(settings.total_updates)
+        runs_of = {task: finished[task] for task in tasks}
+    else:
+        runs_of = {}
+        for method, run_seed in tasks:
+            runs_of[(method, run_seed)] = _comparison_run(
+                settings, method, run_seed, controller, images, classifier,
+                progress)
     results = {}
     for method in methods:
-        runs = []
-        for trial in range(trials):
-            run_seed = seed + trial
-            if method == AUTOLOSS:
-                runs.append(guided_run(settings, controller, images,
-                                       classifier, run_seed, progress))
-            else:
-                runs.append(run_with_schedule(
-                    settings, fixed_ratio_schedule(method), images,
-                    classifier, run_seed, progress,
-                ))
+        runs = [runs_of[(method, seed + trial)] for trial in range(trials)]
         values = [run["final"] for run in runs]
         results[method] = {
             "mean": float(np.mean(values)),
@@ -1022,6 +1049,73 @@ def run_comparison(settings, controller, images, classifier, trials,
     if REACH_REFERENCE in results:
         reach_reference(results, REACH_REFERENCE, settings.final_evaluations)
     return results
+
+
+def _comparison_run(settings, method, seed, controller, images, classifier,
+                    progress=None):
+    if method == AUTOLOSS:
+        return guided_run(settings, controller, images, classifier, seed,
+                          progress)
+    return run_with_schedule(settings, fixed_ratio_schedule(method), images,
+                             classifier, seed, progress)
+
+
+# Worker processes ------------------------------------------------------------
+
+_WORKER_STATE = {}
+
+
+def worker_pool(workers, dataset="mnist", threads=1):
+    """Return a process pool whose workers each hold the data of `dataset`.
+
+    Workers are spawned (not forked, which TensorFlow does not survive),
+    use `threads` TensorFlow threads and load the training images and the
+    IS classifier once. A run's result depends only on its settings, seed
+    and schedule, so it does not matter which worker trains it.
+    NOTE: a worker's thread count can change floating-point reduction
+    order, so a run in a 1-thread worker can differ in the last digits
+    from the same run in a 2-thread process, and GAN training amplifies
+    that.
+    """
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(dataset, threads),
+    )
+
+
+def _start_worker(dataset, threads):
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _WORKER_STATE["images"] = load_training_images(dataset)
+    _WORKER_STATE["classifier"] = inception_lib.load_classifier(
+        dataset=dataset)
+
+
+def worker_data():
+    """Return (images, classifier) inside a `worker_pool` worker."""
+    return _WORKER_STATE["images"], _WORKER_STATE["classifier"]
+
+
+def _worker_controller(directory):
+    cached = _WORKER_STATE.get("controllers", {})
+    if directory not in cached:
+        from autoloss_tf import export
+
+        cached[directory] = export.load_controller(
+            directory, feature_names=list(FEATURE_NAMES),
+            action_names=list(ACTION_NAMES)).controller
+        _WORKER_STATE["controllers"] = cached
+    return cached[directory]
+
+
+def _comparison_run_in_worker(settings, method, seed, controller_dir):
+    set_determinism(seed)
+    images, classifier = worker_data()
+    controller = (_worker_controller(controller_dir) if method == AUTOLOSS
+                  else None)
+    return _comparison_run(settings, method, seed, controller, images,
+                           classifier)
 
 
 def updates_to_reach(curve, target, window):

@@ -429,3 +429,33 @@ def test_gan_cli_end_to_end(tiny_cli, tmp_path, capsys):
 
     assert cli.main(["guide", "gan", "--controller", str(out)]) == 0
     assert "final IS" in capsys.readouterr().out
+
+
+def test_comparison_in_worker_processes_matches_its_layout():
+    """Two spawned workers train every (method, trial) run of a comparison
+    on the real MNIST images, AutoLoss under the shipped controller."""
+    import pathlib
+
+    controller_dir = str(pathlib.Path(__file__).resolve().parents[2]
+                         / "saved_controllers" / "gan_mnist")
+    settings = ge.settings_for("quick", **dict(
+        TINY, image_shape=(28, 28, 1), total_updates=8))
+    finished = []
+    results = ge.run_comparison(
+        settings, None, None, None, trials=2, seed=4,
+        methods=["1:1", "AutoLoss"], workers=2,
+        controller_dir=controller_dir, progress=finished.append)
+    assert finished == [8] * 4
+    assert list(results) == ["1:1", "AutoLoss"]
+    for entry in results.values():
+        assert len(entry["values"]) == 2
+        assert [len(curve) for curve in entry["curves"]] == [3, 3]
+        assert entry["samples"].shape == (64, 28, 28, 1)
+    # The 1:1 pattern alternates, so half of each chunk's updates are G.
+    assert [p for _, p in results["1:1"]["p_generator"][0]] == [0.5, 0.5]
+    shares = [p for _, p in results["AutoLoss"]["p_generator"][0]]
+    assert all(0.0 < p < 1.0 and p != 0.5 for p in shares)
+    assert results["1:1"]["updates_to_reach"] is not None
+    with pytest.raises(ValueError, match="controller_dir"):
+        ge.run_comparison(settings, None, None, None, trials=1,
+                          methods=["AutoLoss"], workers=2)
