@@ -21,7 +21,8 @@ policy-gradient update. This module provides:
   reward baseline, a collapse guard and an atomic checkpoint after every
   segment;
 - `guided_run` and `run_comparison`, which return IS-vs-update curves and
-  the final IS (the mean of the last few evaluations) per method.
+  the final IS (the mean of the last few evaluations) per method;
+- `worker_pool`, spawned processes that train runs side by side.
 
 Here the reward's denominator is |P(t) - P(t-kT)| / k, floored at
 `min_rate`, because a falling or flat IS would otherwise flip the reward's
@@ -36,7 +37,8 @@ it out beyond the baseline. `benchmarks/gan_reward_signal.py` measured
 a residual of 0.21 IS per segment gain against an effect of 0.05 IS per
 segment per unit of generator share, so a fit needs about 160 quick-mode
 runs before the share's effect is two standard errors from zero. The controller's share after
-a few runs is therefore set mostly by noise.
+a few runs is therefore set mostly by noise. `gan_search.ControllerSearch`
+rewards whole runs by their final IS instead.
 """
 
 import concurrent.futures
@@ -1068,9 +1070,9 @@ _WORKER_STATE = {}
 def worker_pool(workers, dataset="mnist", threads=1):
     """Return a process pool whose workers each hold the data of `dataset`.
 
-    Workers are spawned (not forked, which TensorFlow does not survive),
-    use `threads` TensorFlow threads and load the training images and the
-    IS classifier once. A run's result depends only on its settings, seed
+    Workers are spawned, not forked, so each starts its own TensorFlow
+    runtime. Each uses `threads` TensorFlow threads and loads the
+    training images and the IS classifier once. A run's result depends only on its settings, seed
     and schedule, so it does not matter which worker trains it.
     NOTE: a worker's thread count can change floating-point reduction
     order, so a run in a 1-thread worker can differ in the last digits

@@ -10,17 +10,16 @@ unit of generator share. The final IS of a whole run is far less noisy
 runs instead. This departs from the paper's method.
 
 `ControllerSearch` keeps a center vector of linear-controller parameters.
-Each generation draws `pairs` noise vectors; pair i trains two new GANs
-with the same seed (same initial weights, batches and sampling seed), one
-under center + scale * noise_i and one under center - scale * noise_i,
-and its reward is each run's final IS. The center then moves by
+Each generation draws `pairs` noise vectors. Pair i trains two new GANs
+with the same seed (same initial weights, batches and sampling seed): one
+under center + scale * noise_i and one under center - scale * noise_i.
+The reward of each run is its final IS. The center then moves by
 
     step_size / (pairs * std(R)) * sum_i (R+_i - R-_i) * scale * noise_i,
 
 where std(R) is the standard deviation of the generation's 2 * pairs
-rewards (the basic random search of Mania et al., 2018, with a
-per-parameter noise scale). A generation whose rewards are all equal does
-not move the center.
+rewards, and `scale` has one entry per parameter. A generation whose
+rewards are all equal does not move the center.
 
 The parameters are those of the logit difference between a generator
 update and a discriminator update, d(x) = w . x + b, with x the scaled
@@ -181,7 +180,8 @@ def evaluate_member(settings, parameters, seed, images, classifier,
     """Train one new GAN under the linear controller with `parameters`.
 
     The random state is reset from `seed` first, so the result depends
-    only on (settings, parameters, seed), in whichever process it runs.
+    only on (settings, parameters, seed) and the TensorFlow thread count
+    of the process (see `gan_experiments.worker_pool`).
 
     Returns:
         dict: `final` (the run's final IS), `curve` and `p_generator` (the
@@ -311,8 +311,8 @@ class ControllerSearch:
         pool = None
         try:
             while self.generation < generations:
-                pending = [m for m in self.members()
-                           if m["key"] not in self.results]
+                pending = [member for member in self.members()
+                           if member["key"] not in self.results]
                 if self.workers > 1 and pool is None and pending:
                     pool = experiments.worker_pool(self.workers, self.dataset,
                                                    self.threads)
@@ -349,24 +349,27 @@ class ControllerSearch:
 
     def _finish_generation(self):
         members = self.members()
-        plus = [m for m in members if m["sign"] > 0]
-        minus = [m for m in members if m["sign"] < 0]
-        rewards_plus = [self.results[m["key"]]["final"] for m in plus]
-        rewards_minus = [self.results[m["key"]]["final"] for m in minus]
+        plus = [member for member in members if member["sign"] > 0]
+        minus = [member for member in members if member["sign"] < 0]
+        rewards_plus = [self.results[member["key"]]["final"]
+                        for member in plus]
+        rewards_minus = [self.results[member["key"]]["final"]
+                         for member in minus]
         before = self.center
         self.center, reward_std = search_step(
-            before, [m["noise"] for m in plus], rewards_plus, rewards_minus,
+            before, [member["noise"] for member in plus], rewards_plus,
+            rewards_minus,
             self.scales, self.search.step_size,
         )
         self.history.append({
             "generation": self.generation,
-            "seeds": [m["seed"] for m in plus],
+            "seeds": [member["seed"] for member in plus],
             "rewards_plus": rewards_plus,
             "rewards_minus": rewards_minus,
-            "p_generator_plus": [self.results[m["key"]]["p_generator"]
-                                 for m in plus],
-            "p_generator_minus": [self.results[m["key"]]["p_generator"]
-                                  for m in minus],
+            "p_generator_plus": [self.results[member["key"]]["p_generator"]
+                                 for member in plus],
+            "p_generator_minus": [self.results[member["key"]]["p_generator"]
+                                  for member in minus],
             "mean_final_inception_score": float(
                 np.mean(rewards_plus + rewards_minus)),
             "reward_std": reward_std,
@@ -374,8 +377,8 @@ class ControllerSearch:
             "center": self.center.tolist(),
             "step_norm": float(np.linalg.norm(
                 (self.center - before) / self.scales)),
-            "curves": {m["key"]: self.results[m["key"]]["curve"]
-                       for m in members},
+            "curves": {member["key"]: self.results[member["key"]]["curve"]
+                       for member in members},
         })
         self.results = {}
         self.generation += 1
