@@ -88,17 +88,36 @@ def load_task_controller(directory, task):
     )
 
 
-def load_controller_for_task(directory, task, feature_names, action_names):
-    """Load an exported controller; check its names and its training task."""
+def load_controller_for_task(directory, task, feature_names, action_names,
+                             option="--controller"):
+    """Load an exported controller; check its names and its training task.
+
+    `option` is the command-line option that named `directory`, for the
+    error messages.
+    """
     if not os.path.exists(directory):
         raise UsageError(
-            f"Controller directory not found: {directory}. Pass --controller "
+            f"Controller directory not found: {directory}. Pass {option} "
             f"with a directory written by `autoloss train-controller {task}`."
         )
     if not os.path.isdir(directory):
         raise UsageError(
-            f"--controller must be a directory, not a file. Received: "
+            f"{option} must be a directory, not a file. Received: "
             f"{directory}. Pass the directory that contains metadata.json."
+        )
+    if not os.path.isfile(os.path.join(directory, "metadata.json")):
+        raise UsageError(
+            f"{directory} contains no metadata.json, so it is not an "
+            f"exported controller. Pass {option} with a directory written "
+            f"by `autoloss train-controller {task}`."
+        )
+    metadata_task = _exported_task(directory)
+    if metadata_task is not None and metadata_task != task:
+        raise UsageError(
+            f"The controller in {directory} was trained for {metadata_task}, "
+            f"but the task is {task}; their features and actions differ. "
+            f"Pass {option} with a controller trained with `autoloss "
+            f"train-controller {task}`."
         )
     loaded = export_lib.load_controller(
         directory, feature_names=list(feature_names),
@@ -112,6 +131,17 @@ def load_controller_for_task(directory, task, feature_names, action_names):
             f"controller trained with `autoloss train-controller {task}`."
         )
     return loaded
+
+
+def _exported_task(directory):
+    """Return the training task named in an export's metadata, or None."""
+    try:
+        with open(os.path.join(directory, "metadata.json")) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError):
+        return None
+    training = metadata.get("training") if isinstance(metadata, dict) else None
+    return training.get("task") if isinstance(training, dict) else None
 
 
 # train-controller ----------------------------------------------------------
@@ -221,10 +251,32 @@ def check_online_training_target(args, runs, checkpoint):
         raise UsageError(
             f"--out must be a directory. Received: {args.out}, a file."
         )
+    check_parent_directory("--out", os.path.join(args.out, "metadata.json"))
     if os.path.exists(checkpoint) and not args.resume:
         raise UsageError(
             f"{args.out} already contains a controller-training checkpoint. "
             "Pass --resume to continue it, or choose another --out."
+        )
+    # Another trainer's checkpoint, or an export without this trainer's
+    # checkpoint, would be overwritten by this training's export.
+    state_dir = os.path.dirname(checkpoint)
+    others = sorted(
+        name for name in (os.listdir(state_dir) if os.path.isdir(state_dir)
+                          else [])
+        if name.endswith(".npz") and name != os.path.basename(checkpoint)
+        and ".tmp." not in name
+    )
+    if others:
+        raise UsageError(
+            f"{args.out} contains the checkpoint {others[0]} of another "
+            "estimator, whose export this training would replace. Choose "
+            "another --out."
+        )
+    exported = os.path.isfile(os.path.join(args.out, "metadata.json"))
+    if exported and not os.path.exists(checkpoint):
+        raise UsageError(
+            f"{args.out} already contains an exported controller, which "
+            "this training would replace. Choose another --out."
         )
 
 
@@ -289,8 +341,27 @@ def _resume(trainer, args):
 
 
 def check_json_target(path):
-    if path is not None and os.path.isdir(path):
+    if path is None:
+        return
+    if os.path.isdir(path):
         raise UsageError(f"--json must be a file path. Received: {path}, a directory.")
+    check_parent_directory("--json", path)
+
+
+def check_parent_directory(option, path):
+    """Raise UsageError unless `path`'s folders exist or can be created.
+
+    The nearest existing folder above `path` must be a directory, so that
+    writing results after a long run cannot fail on a file in the way.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(
+            f"{option} {path} cannot be created, because {parent} is a file. "
+            "Choose a path under a directory."
+        )
 
 
 def _run_with_progress(trainer, episodes, done):
@@ -675,6 +746,12 @@ def plot(args):
             content = json.load(f)
         except json.JSONDecodeError as error:
             raise UsageError(f"{args.file} is not valid JSON: {error}.")
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"{args.file} is not valid JSON: it is not UTF-8 text. Pass "
+                "a JSON written by an autoloss command, for example a "
+                "training/search_history.json rather than its checkpoint."
+            ) from None
     if not isinstance(content, dict):
         raise UsageError(
             f"{args.file} contains a JSON {type(content).__name__}, not an "

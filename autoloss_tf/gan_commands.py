@@ -84,11 +84,15 @@ def load_data(dataset="mnist"):
             inception_score.load_classifier(dataset=dataset))
 
 
-def load_gan_controller(directory):
-    """Load an exported controller and check that it was trained for gan."""
+def load_gan_controller(directory, option="--controller"):
+    """Load an exported controller and check that it was trained for gan.
+
+    `option` is the command-line option that named `directory`.
+    """
     experiments = _experiments()
     return load_controller_for_task(
-        directory, TASK, experiments.FEATURE_NAMES, experiments.ACTION_NAMES
+        directory, TASK, experiments.FEATURE_NAMES, experiments.ACTION_NAMES,
+        option=option,
     )
 
 
@@ -103,15 +107,19 @@ def train_controller(args, command):
     """
     if getattr(args, "estimator", "online") == SEARCH:
         return train_controller_by_search(args, command)
-    given = [name for name in ("pairs", "start_controller")
+    search_only = [name for name in ("pairs", "start_controller")
              if getattr(args, name, None) is not None]
     if getattr(args, "workers", 1) != 1:
-        given.append("workers")
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        search_only.append("workers")
+    if search_only:
+        flags = ", ".join("--" + name.replace("_", "-")
+                          for name in search_only)
+        verb, pronoun = ("applies", "it") if len(search_only) == 1 else (
+            "apply", "them")
         raise UsageError(
-            f"{flags} apply to --estimator search only. Received them with "
-            "the online estimator. Add --estimator search or remove them."
+            f"{flags} {verb} to --estimator search only. Received {pronoun} "
+            f"with the online estimator. Add --estimator search or remove "
+            f"{pronoun}."
         )
     experiments = _experiments()
     settings = gan_settings(args)
@@ -145,9 +153,17 @@ def train_controller_by_search(args, command):
 
     experiments = _experiments()
     settings = gan_settings(args)
+    state_dir = os.path.join(args.out, "training")
+    checkpoint = os.path.join(state_dir, gan_search.CHECKPOINT_FILE)
+    saved = (gan_search.read_checkpoint_summary(checkpoint)
+             if args.resume and os.path.isfile(checkpoint) else None)
+    pairs = args.pairs
+    if pairs is None and saved is not None:
+        # A resume keeps the checkpoint's pairs unless --pairs is given.
+        pairs = saved["pairs"]
     try:
         search = gan_search.SearchSettings(
-            **({} if args.pairs is None else {"pairs": args.pairs}))
+            **({} if pairs is None else {"pairs": pairs}))
     except ValueError as error:
         raise UsageError(f"--pairs: {error}") from None
     per_generation = search.runs_per_generation
@@ -159,23 +175,28 @@ def train_controller_by_search(args, command):
             f"Received: --runs {runs}. Pass for example "
             f"{max(per_generation, runs - runs % per_generation)}."
         )
+    if saved is not None and runs < saved["runs_done"]:
+        raise UsageError(
+            f"The checkpoint in {args.out} has {saved['runs_done']} runs "
+            f"done, more than --runs {runs}. Pass a larger --runs to "
+            "continue the search."
+        )
     if args.workers < 1:
         raise UsageError(
             f"--workers must be >= 1. Received: --workers {args.workers}."
         )
-    state_dir = os.path.join(args.out, "training")
-    check_online_training_target(
-        args, runs, os.path.join(state_dir, gan_search.CHECKPOINT_FILE)
-    )
+    check_online_training_target(args, runs, checkpoint)
     start = None
     if args.start_controller is not None:
-        start = load_gan_controller(args.start_controller)
-        if start.metadata.get("controller_kind") != "linear":
+        start = load_gan_controller(args.start_controller,
+                                    option="--start-controller")
+        kind = start.metadata.get("controller_kind")
+        if kind != "linear":
             raise UsageError(
-                f"--start-controller {args.start_controller} holds a "
-                f"{start.metadata.get('controller_kind')} controller; the "
-                "search perturbs a linear one. Pass a linear GAN controller "
-                "such as saved_controllers/gan_mnist."
+                f"--start-controller {args.start_controller} contains a "
+                f"controller of kind {kind!r}, but the search perturbs a "
+                "linear one. Pass a linear GAN controller such as "
+                "saved_controllers/gan_mnist."
             )
 
     experiments.set_determinism(args.seed)
@@ -236,12 +257,17 @@ def train_controller_by_search(args, command):
         overwrite=True,
     )
     print(
-        f"Trained {info['runs']} GAN runs ({info['generations']} "
-        f"generations of {search.pairs} pairs). Mean final IS of the last "
+        f"Trained {_count(info['runs'], 'GAN run')} "
+        f"({_count(info['generations'], 'generation')} of "
+        f"{_count(search.pairs, 'pair')}). Mean final IS of the last "
         f"generation: {info['final_inception_score']:.3f}. Controller "
         f"written to {args.out}"
     )
     return info
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _train_with_progress(trainer, runs, settings):

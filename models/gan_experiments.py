@@ -1019,7 +1019,8 @@ def run_comparison(settings, controller, images, classifier, trials,
                 "`controller_dir` is needed to run AutoLoss with workers > 1."
             )
         finished = {}
-        with worker_pool(workers, dataset) as pool:
+        pool = worker_pool(workers, dataset)
+        try:
             futures = {
                 pool.submit(_comparison_run_in_worker, settings, method,
                             run_seed, controller_dir): (method, run_seed)
@@ -1029,6 +1030,10 @@ def run_comparison(settings, controller, images, classifier, trials,
                 finished[futures[future]] = future.result()
                 if progress is not None:
                     progress(settings.total_updates)
+        except BaseException:
+            terminate_workers(pool)
+            raise
+        pool.shutdown()
         runs_of = {task: finished[task] for task in tasks}
     else:
         runs_of = {}
@@ -1084,6 +1089,21 @@ def worker_pool(workers, dataset="mnist", threads=1):
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker, initargs=(dataset, threads),
     )
+
+
+def terminate_workers(pool):
+    """Stop a `worker_pool`'s workers without waiting for their runs."""
+    # NOTE: Python 3.11's ProcessPoolExecutor has no public way to stop
+    # running workers, so this reads its private `_processes` map.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _start_worker(dataset, threads):

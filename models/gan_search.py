@@ -21,6 +21,12 @@ where std(R) is the standard deviation of the generation's 2 * pairs
 rewards, and `scale` has one entry per parameter. A generation whose
 rewards are all equal does not move the center.
 
+NOTE: dividing by std(R) keeps the step's size when the reward
+differences are only seed noise, so the center keeps moving by about
+`step_size` noise scales per generation whether or not the rewards say
+anything. With one pair the step is `step_size` times the noise vector,
+with the sign of R+ - R-.
+
 The parameters are those of the logit difference between a generator
 update and a discriminator update, d(x) = w . x + b, with x the scaled
 features; the linear controller holds w / 2 and b / 2 for the generator
@@ -202,6 +208,15 @@ def _run_in_worker(settings, parameters, seed):
     return evaluate_member(settings, parameters, seed, images, classifier)
 
 
+def read_checkpoint_summary(path):
+    """Return the pairs and the runs done of a search checkpoint file."""
+    state, _ = training.read_checkpoint(path)
+    pairs = int(state["settings"]["search_pairs"])
+    return {"pairs": pairs,
+            "runs_done": int(state["generation"]) * 2 * pairs
+            + len(state["results"])}
+
+
 # The search -----------------------------------------------------------------
 
 class ControllerSearch:
@@ -326,6 +341,12 @@ class ControllerSearch:
                         progress(self.results[member["key"]])
                 self._finish_generation()
                 self.save()
+        except BaseException:
+            if pool is not None:
+                # Runs in progress are lost either way, because only
+                # finished runs are checkpointed, so stop them now.
+                experiments.terminate_workers(pool)
+            raise
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

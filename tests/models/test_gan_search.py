@@ -1,6 +1,7 @@
 """Tests of the run-level GAN controller search (antithetic perturbations)."""
 
 import json
+import multiprocessing
 import pathlib
 
 import numpy as np
@@ -122,7 +123,8 @@ def test_search_resumes_identically(images, classifier, tmp_path):
     second = gs.ControllerSearch(settings, search, tmp_path / "cut", images,
                                  classifier, seed=3)
     assert second.resume() == 3
-    assert second.generation == 1 and list(second.results) == ["0+"]
+    assert second.generation == 1
+    assert list(second.results) == ["0+"]
     second.train(2)
     np.testing.assert_array_equal(second.center, whole.center)
     assert second.history == json.loads(json.dumps(whole.history))
@@ -131,7 +133,8 @@ def test_search_resumes_identically(images, classifier, tmp_path):
     assert len(first_generation["curves"]["0+"]) == 3
     assert first_generation["center"] != first_generation["center_before"]
     saved = json.loads((tmp_path / "cut" / gs.HISTORY_FILE).read_text())
-    assert saved["estimator"] == "search" and saved["generation"] == 2
+    assert saved["estimator"] == "search"
+    assert saved["generation"] == 2
 
 
 def test_resume_reports_other_settings(images, classifier, tmp_path):
@@ -146,7 +149,7 @@ def test_resume_reports_other_settings(images, classifier, tmp_path):
     assert other.generation == 0
 
 
-def test_worker_processes_train_the_same_runs(tmp_path):
+def test_worker_processes_train_a_generation(tmp_path):
     """Two spawned workers load the real MNIST images and the shipped
     classifier themselves and record every run of the generation."""
     settings = ge.settings_for("quick", **dict(
@@ -162,6 +165,22 @@ def test_worker_processes_train_the_same_runs(tmp_path):
     assert all(1.0 <= r <= 10.0 for r in
                entry["rewards_plus"] + entry["rewards_minus"])
 
+    # An interrupt after the first finished run stops the other worker at
+    # once and keeps the finished run in the checkpoint.
+    cut = gs.ControllerSearch(settings, gs.SearchSettings(pairs=2),
+                              tmp_path / "cut", None, None, seed=5,
+                              workers=2)
+
+    def interrupt(result):
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        cut.train(1, progress=interrupt)
+    assert multiprocessing.active_children() == []
+    resumed = gs.ControllerSearch(settings, gs.SearchSettings(pairs=2),
+                                  tmp_path / "cut", None, None, seed=5)
+    assert resumed.resume() == 1
+
 
 def test_workers_must_be_positive(images, classifier, tmp_path):
     with pytest.raises(ValueError, match="workers=0"):
@@ -175,9 +194,7 @@ def test_workers_must_be_positive(images, classifier, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["train-controller", "gan", "--out", "x", "--pairs", "2"],
-     "--pairs apply to --estimator search only"),
-    (["train-controller", "gan", "--out", "x", "--workers", "2"],
-     "--workers apply to --estimator search only"),
+     "--pairs applies to --estimator search only"),
     (["train-controller", "regression", "--out", "x", "--estimator",
       "search"], "--estimator applies to the gan task only"),
     (["train-controller", "nmt", "--out", "x", "--pairs", "2"],
@@ -187,10 +204,20 @@ def test_workers_must_be_positive(images, classifier, tmp_path):
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
       "--pairs", "0"], "--pairs: `pairs` must be a positive integer"),
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
-      "--start-controller", NMT_CONTROLLER], "feature and action names it was trained on"),
+      "--start-controller", NMT_CONTROLLER],
+     "was trained for nmt, but the task is gan; their features and actions "
+     "differ. Pass --start-controller with a controller trained with"),
+    (["train-controller", "gan", "--out", "x", "--estimator", "search",
+      "--start-controller", "no/such/dir"],
+     "Controller directory not found: no/such/dir. Pass --start-controller"),
     (["compare", "regression", "--workers", "2"],
      "--workers applies to the gan task only"),
     (["compare", "gan", "--workers", "0"], "--workers must be >= 1"),
+    (["train-controller", "gan", "--out", "x", "--workers", "2",
+      "--pairs", "2"],
+     "--pairs, --workers apply to --estimator search only. Received them"),
+    (["train-controller", "gan", "--out", "x", "--workers", "2"],
+     "--workers applies to --estimator search only. Received it"),
 ])
 def test_search_cli_argument_errors(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -205,7 +232,8 @@ def test_search_cli_end_to_end(tiny_cli, tmp_path, capsys):  # noqa: F811
     metadata = json.loads((out / "metadata.json").read_text())
     training = metadata["training"]
     assert training["estimator"] == "search"
-    assert training["runs"] == 2 and training["generations"] == 1
+    assert training["runs"] == 2
+    assert training["generations"] == 1
     assert training["gan_seeds"] == [100, 100]
     history = json.loads(
         (out / "training" / gs.HISTORY_FILE).read_text())
@@ -242,3 +270,64 @@ def test_search_cli_end_to_end(tiny_cli, tmp_path, capsys):  # noqa: F811
     np.testing.assert_allclose(history["history"][0]["center_before"],
                                gs.controller_parameters(loaded),
                                rtol=1e-6, atol=1e-7)
+
+
+def _search_argv(out, *extra):
+    return ["train-controller", "gan", "--estimator", "search", "--pairs",
+            "1", "--runs", "2", "--out", str(out), *extra]
+
+
+def test_search_rejects_an_out_with_another_export(tiny_cli, tmp_path,
+                                                   capsys):  # noqa: F811
+    online = tmp_path / "online"
+    assert cli.main(["train-controller", "gan", "--out", str(online),
+                     "--runs", "1"]) == 0
+    before = (online / "metadata.json").read_text()
+    assert cli.main(_search_argv(online)) == 2
+    assert "contains the checkpoint checkpoint.npz of another estimator" in (
+        capsys.readouterr().err)
+    assert cli.main(_search_argv(online, "--resume")) == 2
+    capsys.readouterr()
+
+    exported_only = tmp_path / "exported"
+    exported_only.mkdir()
+    (exported_only / "metadata.json").write_text(before)
+    assert cli.main(_search_argv(exported_only)) == 2
+    assert "already contains an exported controller" in (
+        capsys.readouterr().err)
+    assert (online / "metadata.json").read_text() == before
+
+
+def test_search_rejects_an_out_under_a_file(tiny_cli, tmp_path,
+                                            capsys):  # noqa: F811
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert cli.main(_search_argv(blocker / "sub")) == 2
+    assert f"because {blocker} is a file" in capsys.readouterr().err
+    assert cli.main(["compare", "gan", "--trials", "1", "--json",
+                     str(blocker / "x.json")]) == 2
+    assert "--json" in capsys.readouterr().err
+
+
+def test_search_resume_keeps_pairs_and_runs(tiny_cli, tmp_path,
+                                            capsys):  # noqa: F811
+    out = tmp_path / "search"
+    assert cli.main(_search_argv(out)) == 0
+    # Without --pairs, a resume takes the checkpoint's 1 pair, so 4 runs
+    # are two generations.
+    argv = ["train-controller", "gan", "--estimator", "search", "--runs",
+            "4", "--out", str(out), "--resume"]
+    assert cli.main(argv) == 0
+    history = json.loads((out / "training" / gs.HISTORY_FILE).read_text())
+    assert history["generation"] == 2
+    assert "Trained 4 GAN runs (2 generations of 1 pair)" in (
+        capsys.readouterr().out)
+    assert cli.main(argv[:5] + ["2"] + argv[6:]) == 2
+    assert "has 4 runs done, more than --runs 2" in capsys.readouterr().err
+
+
+def test_plot_rejects_a_binary_checkpoint(tmp_path, capsys):
+    path = tmp_path / "search_checkpoint.npz"
+    np.savez(path, center=np.zeros(3))
+    assert cli.main(["plot", str(path)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
