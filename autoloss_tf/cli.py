@@ -91,6 +91,14 @@ def build_parser():
                        help="gan with --estimator search: antithetic pairs "
                             "per generation (default 3); --runs must be a "
                             "multiple of twice this")
+    train.add_argument("--bias-sigma", type=float, default=None,
+                       help="gan with --estimator search: noise scale of "
+                            "the bias of the controller's logit difference "
+                            "(default 0.4)")
+    train.add_argument("--weight-sigma", type=float, default=None,
+                       help="gan with --estimator search: noise scale of "
+                            "each feature weight (default 0.15; 0 searches "
+                            "the bias only)")
     train.add_argument("--workers", type=int, default=1,
                        help="gan with --estimator search: processes that "
                             "train runs side by side, one TensorFlow thread "

@@ -882,7 +882,8 @@ def misplaced_options_error(names, scope, received):
 L1_ONLY_OPTIONS = ("episodes", "episodes_per_batch", "learning_rate",
                    "data_sets", "baseline", "controller_kind", "dataset")
 # Options of `train-controller` that only the gan task reads.
-GAN_SEARCH_OPTIONS = ("estimator", "pairs", "workers", "start_controller")
+GAN_SEARCH_OPTIONS = ("estimator", "pairs", "workers", "start_controller",
+                      "bias_sigma", "weight_sigma")
 
 
 def reject_options(task, explicit, names, scope):

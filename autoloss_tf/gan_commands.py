@@ -107,7 +107,8 @@ def train_controller(args, command):
     """
     if getattr(args, "estimator", "online") == SEARCH:
         return train_controller_by_search(args, command)
-    search_only = [name for name in ("pairs", "start_controller")
+    search_only = [name for name in ("pairs", "start_controller",
+                                     "bias_sigma", "weight_sigma")
              if getattr(args, name, None) is not None]
     if getattr(args, "workers", 1) != 1:
         search_only.append("workers")
@@ -161,11 +162,14 @@ def train_controller_by_search(args, command):
     if pairs is None and saved is not None:
         # A resume keeps the checkpoint's pairs unless --pairs is given.
         pairs = saved["pairs"]
+    given = {"pairs": pairs, "bias_sigma": args.bias_sigma,
+             "weight_sigma": args.weight_sigma}
     try:
         search = gan_search.SearchSettings(
-            **({} if pairs is None else {"pairs": pairs}))
+            **{name: value for name, value in given.items()
+               if value is not None})
     except ValueError as error:
-        raise UsageError(f"--pairs: {error}") from None
+        raise UsageError(f"--estimator search: {error}") from None
     per_generation = search.runs_per_generation
     runs = DEFAULT_SEARCH_RUNS if args.runs is None else args.runs
     if runs < per_generation or runs % per_generation:
@@ -212,7 +216,8 @@ def train_controller_by_search(args, command):
     if args.resume:
         resume_online_trainer(
             trainer, args,
-            "--mode, --max-steps, --pairs, --start-controller and --seed")
+            "--mode, --max-steps, --pairs, --bias-sigma, --weight-sigma, "
+            "--start-controller and --seed")
     generations = runs // per_generation
     bar = tqdm(total=runs * settings.total_updates,
                initial=trainer.runs_done * settings.total_updates,

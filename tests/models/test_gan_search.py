@@ -83,6 +83,23 @@ def test_members_are_antithetic_pairs_with_one_seed(images, classifier,
     assert trainer.scales[0] == search.weight_sigma
 
 
+def test_bias_only_search_keeps_the_weights(images, classifier, tmp_path,
+                                           monkeypatch):
+    def reward(settings, parameters, seed, images, classifier,
+               progress=None):
+        return {"final": float(parameters[-1] + parameters[0]), "curve": [],
+                "p_generator": 0.5}
+
+    monkeypatch.setattr(gs, "evaluate_member", reward)
+    search = gs.SearchSettings(pairs=2, weight_sigma=0.0)
+    trainer = gs.ControllerSearch(_tiny_settings(), search, tmp_path, images,
+                                  classifier)
+    trainer.center = np.full(len(trainer.center), 0.25)
+    trainer.train(2)
+    np.testing.assert_array_equal(trainer.center[:-1], 0.25)
+    assert trainer.center[-1] > 0.25
+
+
 def test_search_climbs_a_known_reward(images, classifier, tmp_path,
                                       monkeypatch):
     """With a reward that peaks at bias 2, the center's bias moves there."""
@@ -202,7 +219,13 @@ def test_workers_must_be_positive(images, classifier, tmp_path):
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
       "--runs", "4"], "positive multiple of 2 * pairs = 6"),
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
-      "--pairs", "0"], "--pairs: `pairs` must be a positive integer"),
+      "--pairs", "0"],
+     "--estimator search: `pairs` must be a positive integer"),
+    (["train-controller", "gan", "--out", "x", "--estimator", "search",
+      "--weight-sigma", "-1"],
+     "`weight_sigma` must be >= 0 (0 searches the bias only)"),
+    (["train-controller", "gan", "--out", "x", "--bias-sigma", "1"],
+     "--bias-sigma applies to --estimator search only"),
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
       "--start-controller", NMT_CONTROLLER],
      "was trained for nmt, but the task is gan; their features and actions "
