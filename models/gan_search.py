@@ -222,6 +222,15 @@ def _run_in_worker(settings, parameters, seed):
     return evaluate_member(settings, parameters, seed, images, classifier)
 
 
+def _step_norm(step, scales):
+    """Return the length of a step in noise scales, over searched entries.
+
+    Parameters with scale 0 are not searched and never move.
+    """
+    searched = scales > 0
+    return float(np.linalg.norm(step[searched] / scales[searched]))
+
+
 def read_checkpoint_summary(path):
     """Return the pairs and the runs done of a search checkpoint file."""
     state, _ = training.read_checkpoint(path)
@@ -410,8 +419,7 @@ class ControllerSearch:
             "reward_std": reward_std,
             "center_before": before.tolist(),
             "center": self.center.tolist(),
-            "step_norm": float(np.linalg.norm(
-                (self.center - before) / self.scales)),
+            "step_norm": _step_norm(self.center - before, self.scales),
             "curves": {member["key"]: self.results[member["key"]]["curve"]
                        for member in members},
         })

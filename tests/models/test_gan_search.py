@@ -17,6 +17,7 @@ from test_gan_experiments import classifier  # noqa: F401 (fixture)
 from test_gan_experiments import images  # noqa: F401 (fixture)
 from test_gan_experiments import tiny_cli  # noqa: F401 (fixture)
 
+TESTS_DIR = str(pathlib.Path(__file__).resolve().parent)
 NMT_CONTROLLER = str(
     pathlib.Path(__file__).resolve().parents[2] / "saved_controllers" / "nmt")
 
@@ -98,6 +99,10 @@ def test_bias_only_search_keeps_the_weights(images, classifier, tmp_path,
     trainer.train(2)
     np.testing.assert_array_equal(trainer.center[:-1], 0.25)
     assert trainer.center[-1] > 0.25
+    first = trainer.history[0]
+    assert first["step_norm"] == pytest.approx(
+        abs(first["center"][-1] - first["center_before"][-1])
+        / search.bias_sigma)
 
 
 def test_search_climbs_a_known_reward(images, classifier, tmp_path,
@@ -230,6 +235,10 @@ def test_workers_must_be_positive(images, classifier, tmp_path):
       "--start-controller", NMT_CONTROLLER],
      "was trained for nmt, but the task is gan; their features and actions "
      "differ. Pass --start-controller with a controller trained with"),
+    (["train-controller", "gan", "--out", "x", "--estimator", "search",
+      "--start-controller", TESTS_DIR],
+     f"{TESTS_DIR} contains no metadata.json, so it is not an exported "
+     "controller. Pass --start-controller"),
     (["train-controller", "gan", "--out", "x", "--estimator", "search",
       "--start-controller", "no/such/dir"],
      "Controller directory not found: no/such/dir. Pass --start-controller"),
