@@ -251,7 +251,7 @@ def check_online_training_target(args, runs, checkpoint):
         raise UsageError(
             f"--out must be a directory. Received: {args.out}, a file."
         )
-    check_parent_directory("--out", os.path.join(args.out, "metadata.json"))
+    check_writable_directory(args.out, "--out")
     if os.path.exists(checkpoint) and not args.resume:
         raise UsageError(
             f"{args.out} already contains a controller-training checkpoint. "
@@ -345,23 +345,9 @@ def check_json_target(path):
         return
     if os.path.isdir(path):
         raise UsageError(f"--json must be a file path. Received: {path}, a directory.")
-    check_parent_directory("--json", path)
-
-
-def check_parent_directory(option, path):
-    """Raise UsageError unless `path`'s folders exist or can be created.
-
-    The nearest existing folder above `path` must be a directory, so that
-    writing results after a long run cannot fail on a file in the way.
-    """
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UsageError(
-            f"{option} {path} cannot be created, because {parent} is a file. "
-            "Choose a path under a directory."
-        )
+    # A file in the way fails here, not when writing after a long run.
+    check_writable_directory(os.path.dirname(os.path.abspath(path)),
+                             "--json")
 
 
 def _run_with_progress(trainer, episodes, done):
@@ -576,7 +562,7 @@ def study(args, command):
     _check_lambdas(lambdas)
     check_json_target(args.json)
     if args.json:
-        _check_writable_directory(
+        check_writable_directory(
             os.path.dirname(os.path.abspath(args.json)), "--json")
     work_dir = args.work_dir or os.path.join(
         "runs", "study", f"{args.name}-{args.task}-seed{args.seed}"
@@ -591,7 +577,7 @@ def study(args, command):
         loaded = load_task_controller(args.controller, args.task)
         controller = loaded.controller
     else:
-        _check_writable_directory(work_dir, "--work-dir")
+        check_writable_directory(work_dir, "--work-dir")
     tf.config.experimental.enable_op_determinism()
     started = time.time()
     try:
@@ -651,7 +637,7 @@ def _check_lambdas(lambdas):
         )
 
 
-def _check_writable_directory(directory, option):
+def check_writable_directory(directory, option):
     """Create `directory` if needed and check that files can be written."""
     try:
         os.makedirs(directory, exist_ok=True)
@@ -664,7 +650,7 @@ def _check_writable_directory(directory, option):
         ) from error
 
 
-def _plural(count, word):
+def plural(count, word):
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
@@ -677,7 +663,7 @@ def format_study(results):
     )
     lines = [
         f"{name} {results['task']}: test {results['metric']}, "
-        f"{_plural(results['trials'], 'trial')}, seed {results['seed']}, "
+        f"{plural(results['trials'], 'trial')}, seed {results['seed']}, "
         f"{trained}"
     ]
     if name == "lambda-robustness":

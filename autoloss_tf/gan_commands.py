@@ -18,6 +18,7 @@ from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import plural
 from autoloss_tf.commands import reject_options
 from autoloss_tf.commands import resume_online_trainer
 from autoloss_tf.commands import select_methods
@@ -262,17 +263,13 @@ def train_controller_by_search(args, command):
         overwrite=True,
     )
     print(
-        f"Trained {_count(info['runs'], 'GAN run')} "
-        f"({_count(info['generations'], 'generation')} of "
-        f"{_count(search.pairs, 'pair')}). Mean final IS of the last "
+        f"Trained {plural(info['runs'], 'GAN run')} "
+        f"({plural(info['generations'], 'generation')} of "
+        f"{plural(search.pairs, 'pair')}). Mean final IS of the last "
         f"generation: {info['final_inception_score']:.3f}. Controller "
         f"written to {args.out}"
     )
     return info
-
-
-def _count(number, noun):
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _train_with_progress(trainer, runs, settings):
