@@ -1103,7 +1103,9 @@ def terminate_workers(pool):
         if process.is_alive():
             process.kill()
             process.join()
-    pool.shutdown(wait=False, cancel_futures=True)
+    # With its workers gone, the pool's manager thread ends at once, and
+    # waiting for it also reaps any worker it started meanwhile.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_worker(dataset, threads):
