@@ -163,11 +163,11 @@ def train_controller_by_search(args, command):
     if pairs is None and saved is not None:
         # A resume keeps the checkpoint's pairs unless --pairs is given.
         pairs = saved["pairs"]
-    given = {"pairs": pairs, "bias_sigma": args.bias_sigma,
-             "weight_sigma": args.weight_sigma}
+    overrides = {"pairs": pairs, "bias_sigma": args.bias_sigma,
+                 "weight_sigma": args.weight_sigma}
     try:
         search = gan_search.SearchSettings(
-            **{name: value for name, value in given.items()
+            **{name: value for name, value in overrides.items()
                if value is not None})
     except ValueError as error:
         raise UsageError(f"--estimator search: {error}") from None
