@@ -561,9 +561,6 @@ def study(args, command):
     lambdas = args.lambdas or l1_studies.DEFAULT_LAMBDAS[args.task]
     _check_lambdas(lambdas)
     check_json_target(args.json)
-    if args.json:
-        check_writable_directory(
-            os.path.dirname(os.path.abspath(args.json)), "--json")
     work_dir = args.work_dir or os.path.join(
         "runs", "study", f"{args.name}-{args.task}-seed{args.seed}"
     )

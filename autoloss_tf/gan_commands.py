@@ -18,6 +18,7 @@ from autoloss_tf.commands import check_json_target
 from autoloss_tf.commands import check_online_training_target
 from autoloss_tf.commands import load_controller_for_task
 from autoloss_tf.commands import machine_description
+from autoloss_tf.commands import misplaced_options_error
 from autoloss_tf.commands import plural
 from autoloss_tf.commands import reject_options
 from autoloss_tf.commands import resume_online_trainer
@@ -110,19 +111,12 @@ def train_controller(args, command):
         return train_controller_by_search(args, command)
     search_only = [name for name in ("pairs", "start_controller",
                                      "bias_sigma", "weight_sigma")
-             if getattr(args, name, None) is not None]
+                   if getattr(args, name, None) is not None]
     if getattr(args, "workers", 1) != 1:
         search_only.append("workers")
     if search_only:
-        flags = ", ".join("--" + name.replace("_", "-")
-                          for name in search_only)
-        verb, pronoun = ("applies", "it") if len(search_only) == 1 else (
-            "apply", "them")
-        raise UsageError(
-            f"{flags} {verb} to --estimator search only. Received {pronoun} "
-            f"with the online estimator. Add --estimator search or remove "
-            f"{pronoun}."
-        )
+        raise misplaced_options_error(search_only, "--estimator search",
+                                      "with the online estimator")
     experiments = _experiments()
     settings = gan_settings(args)
     runs = DEFAULT_RUNS if args.runs is None else args.runs
@@ -186,10 +180,7 @@ def train_controller_by_search(args, command):
             f"done, more than --runs {runs}. Pass a larger --runs to "
             "continue the search."
         )
-    if args.workers < 1:
-        raise UsageError(
-            f"--workers must be >= 1. Received: --workers {args.workers}."
-        )
+    _check_workers(args.workers)
     check_online_training_target(args, runs, checkpoint)
     start = None
     if args.start_controller is not None:
@@ -270,6 +261,13 @@ def train_controller_by_search(args, command):
         f"written to {args.out}"
     )
     return info
+
+
+def _check_workers(workers):
+    if workers < 1:
+        raise UsageError(
+            f"--workers must be >= 1. Received: --workers {workers}."
+        )
 
 
 def _train_with_progress(trainer, runs, settings):
@@ -372,9 +370,7 @@ def compare(args, command):
     )
 
     workers = getattr(args, "workers", 1)
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1. Received: --workers "
-                         f"{workers}.")
+    _check_workers(workers)
 
     experiments.set_determinism(args.seed)
     images, classifier = (None, None) if workers > 1 else load_data()

@@ -1,8 +1,8 @@
 """Run-level search for a GAN controller: antithetic parameter perturbations.
 
-The paper trains the GAN controller online: one policy-gradient update per
-segment of T updates, rewarded by the segment's IS gain (section 4.4,
-`gan_experiments.OnlineControllerTrainer`). On 2 CPU cores that reward is
+The AutoLoss paper (Xu et al., ICLR 2019) trains the GAN controller
+online: one policy-gradient update per segment of T updates, rewarded by
+the segment's IS gain (`gan_experiments.OnlineControllerTrainer`). On 2 CPU cores that reward is
 mostly noise: `benchmarks/gan_reward_signal.py` measured a residual of
 0.21 IS per segment gain against an effect of 0.05 IS per segment per
 unit of generator share. The final IS of a whole run is far less noisy
@@ -23,8 +23,8 @@ rewards are all equal does not move the center.
 
 NOTE: dividing by std(R) keeps the step's size when the reward
 differences are only seed noise, so the center keeps moving by about
-`step_size` noise scales per generation whether or not the rewards say
-anything. With one pair the step is `step_size` times the noise vector,
+`step_size` noise scales per generation whether or not the rewards carry
+signal. With one pair the step is `step_size` times the noise vector,
 with the sign of R+ - R-.
 
 The parameters are those of the logit difference between a generator
