@@ -114,8 +114,7 @@ def build_parser():
     _add_task_arguments(guide, seed_help="seed of the fresh data and sampling "
                         "(default 0)")
     _add_controller_argument(guide)
-    guide.add_argument("--greedy", action="store_true",
-                       help="take the most probable action instead of sampling")
+    _add_decoding_argument(guide)
 
     compare = commands.add_parser(
         "compare",
@@ -141,6 +140,8 @@ def build_parser():
     compare.add_argument("--workers", type=int, default=1,
                          help="gan: processes that train runs side by side, "
                               "one TensorFlow thread each (default 1)")
+    _add_decoding_argument(compare, "gan: how AutoLoss runs take actions "
+                           "from the controller: ")
 
     study = commands.add_parser(
         "study",
@@ -272,6 +273,16 @@ def _add_transfer_arguments(parser):
                              "IS (the paper used 6)")
 
 
+def _add_decoding_argument(parser, prefix="how actions follow from the "
+                           "controller's policy: "):
+    parser.add_argument("--decoding", default="sample",
+                        choices=("sample", "greedy", "dither"),
+                        help=prefix + "sample draws each one, greedy takes "
+                             "the most probable, dither takes each at the "
+                             "policy's rate without random draws (default "
+                             "sample)")
+
+
 def _add_controller_argument(parser):
     parser.add_argument("--controller", default=None,
                         help="exported controller directory (default: the "
@@ -306,6 +317,9 @@ def main(argv=None):
             nmt_commands.check_options(task, explicit)
             if task != NMT_TASK:
                 gan_commands.check_options(task, explicit)
+            if args.command == "compare" and task != GAN_TASK:
+                commands.reject_options(task, explicit, ("decoding",),
+                                        "compare with the gan task")
         if task == GAN_TASK:
             _run_task_command(args, command, gan_commands)
         elif task == NMT_TASK:

@@ -398,7 +398,7 @@ def guide(args):
     data_seed = experiments.trial_seed(args.seed, 0)
     result = experiments.guided_run(
         spec, loaded.controller, data_seed, seed=args.seed,
-        dataset=args.dataset, greedy=args.greedy,
+        dataset=args.dataset, decoding=args.decoding,
     )
     print(
         f"{spec.name} guided by {directory} (data seed {data_seed}): test "

@@ -395,7 +395,7 @@ def load_controller(directory, *, feature_names=None, action_names=None):
 
 
 def load_schedule(directory, feature_names, action_names, seed=0,
-                  greedy=False):
+                  decoding="sample"):
     """Load an exported controller and wrap it in a `LearnedSchedule`.
 
     Args:
@@ -404,8 +404,8 @@ def load_schedule(directory, feature_names, action_names, seed=0,
             `autoloss_tf.feature_names(action_names)`.
         action_names: ordered action names of that model.
         seed: seed of the schedule's stateless sampling. Defaults to 0.
-        greedy: if True, take the most probable action instead of
-            sampling. Defaults to False.
+        decoding: `"sample"`, `"greedy"` or `"dither"`, as in
+            `LearnedSchedule`. Defaults to `"sample"`.
 
     Returns:
         A `LearnedSchedule` around the reloaded controller.
@@ -426,7 +426,7 @@ def load_schedule(directory, feature_names, action_names, seed=0,
     """
     loaded = _load_exported(directory, feature_names, action_names)
     return schedules_lib.LearnedSchedule(
-        loaded.controller, seed=seed, greedy=greedy,
+        loaded.controller, seed=seed, decoding=decoding,
         feature_names=loaded.feature_names, action_names=loaded.action_names,
     )
 

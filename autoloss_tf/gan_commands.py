@@ -336,7 +336,7 @@ def guide(args):
               desc="guided gan") as bar:
         result = experiments.guided_run(
             settings, loaded.controller, images, classifier, args.seed,
-            progress=bar.update, greedy=args.greedy,
+            progress=bar.update, decoding=args.decoding,
         )
     fractions = [p for _, p in result["p_generator"]]
     print(
@@ -385,6 +385,7 @@ def compare(args, command):
             settings, None if loaded is None else loaded.controller,
             images, classifier, trials, seed=args.seed, progress=bar.update,
             methods=methods, workers=workers, controller_dir=args.controller,
+            decoding=args.decoding,
         )
 
     results = summarize(methods_results, settings, args, command, loaded,
@@ -424,6 +425,8 @@ def summarize(methods_results, settings, args, command, loaded, trials,
             f"{settings.eval_samples} samples, {classifier_note})"
         ),
         "controller": args.controller,
+        # How AutoLoss runs took actions from the controller.
+        "decoding": getattr(args, "decoding", "sample"),
         "controller_training": (
             {} if loaded is None else loaded.metadata.get("training", {})
         ),

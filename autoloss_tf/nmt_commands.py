@@ -229,7 +229,7 @@ def guide(args):
     try:
         result = experiments.guided_run(
             settings, corpus, loaded.controller, args.seed,
-            greedy=args.greedy, progress=bar.show,
+            decoding=args.decoding, progress=bar.show,
         )
     finally:
         bar.close()

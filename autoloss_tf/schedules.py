@@ -6,7 +6,8 @@ once per step, inside its compiled `train_step`, with the feature matrix
 [population, num_features] of `FeatureTracker`. Schedules:
 
 - `LearnedSchedule`: a controller's categorical policy, sampled (seeded
-  statelessly from (seed, step)) or decoded greedily.
+  statelessly from (seed, step)), decoded greedily, or dithered (each
+  action taken at its policy rate, without random draws).
 - `FixedSchedule`: always the same action.
 - `CyclicSchedule`: a repeating pattern such as D, G, G, G (a K:1 ratio).
 - `RandomSchedule`: an action drawn with fixed probabilities.
@@ -449,6 +450,9 @@ class RolloutBuffer:
         )
 
 
+DECODINGS = ("sample", "greedy", "dither")
+
+
 @keras.saving.register_keras_serializable(package="autoloss_tf")
 class LearnedSchedule(Schedule):
     """Pick actions with a controller's policy.
@@ -458,10 +462,17 @@ class LearnedSchedule(Schedule):
             `policy(features)` and `probabilities(features)`).
         seed: integer seed. Step t of member m samples from the stateless
             seed (seed, t), so a run reproduces exactly. Defaults to 0.
-        greedy: if True, take the most probable action instead of
-            sampling. Defaults to False. Note: a controller that learned a
-            mixing rate (for example "apply L1 on 60% of steps") behaves
-            very differently when decoded greedily.
+        decoding: how a step's action follows from the policy:
+            `"sample"` draws it (the default, and what policy-gradient
+            training needs); `"greedy"` takes the most probable action;
+            `"dither"` takes each action at the rate the policy gives it,
+            with no randomness: every step adds the probabilities to a
+            per-member residual, takes the action with the largest
+            residual and subtracts 1 from it (error diffusion). Constant
+            probabilities (1/6, 5/6) give the cycle b, b, a, b, b, b.
+            Note: a controller that learned a mixing rate (for example
+            "apply L1 on 60% of steps") behaves very differently when
+            decoded greedily; dithering keeps the rate.
         record_steps: if set, record up to this many steps of features and
             actions in a `RolloutBuffer` for REINFORCE. Defaults to None.
         feature_names: optional ordered feature names the controller was
@@ -469,8 +480,9 @@ class LearnedSchedule(Schedule):
         action_names: optional ordered action names, checked the same way.
     """
 
-    def __init__(self, controller, seed=0, greedy=False, record_steps=None,
-                 feature_names=None, action_names=None, **kwargs):
+    def __init__(self, controller, seed=0, decoding="sample",
+                 record_steps=None, feature_names=None, action_names=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.controller = controller
         self.expected_feature_names = (
@@ -480,9 +492,15 @@ class LearnedSchedule(Schedule):
             None if action_names is None else list(action_names)
         )
         self.seed = int(seed)
-        self.greedy = bool(greedy)
+        if decoding not in DECODINGS:
+            raise ValueError(
+                "Unknown decoding. Received: "
+                f"decoding={decoding!r}. Choose one of {list(DECODINGS)}."
+            )
+        self.decoding = decoding
         self.record_steps = record_steps
         self._buffer = None
+        self._residual = None
 
     @property
     def buffer(self):
@@ -524,17 +542,46 @@ class LearnedSchedule(Schedule):
                 self, "_buffer",
                 RolloutBuffer(self.record_steps, population, len(feature_names)),
             )
+        if self.decoding == "dither" and self._residual is None:
+            # Run state, not model state: stored outside Keras tracking and
+            # not saved, so a new or reloaded schedule starts from zero.
+            object.__setattr__(
+                self, "_residual",
+                tf.Variable(tf.zeros([population, len(action_names)]),
+                            trainable=False),
+            )
 
     def decide(self, features, step):
         """Return (actions, probabilities) from one controller evaluation."""
         logits = self.controller.logits(features) / self.controller.temperature
         probabilities = tf.nn.softmax(logits)
-        if self.greedy:
+        if self.decoding == "greedy":
             return tf.argmax(logits, axis=-1, output_type="int32"), probabilities
+        if self.decoding == "dither":
+            return self._dither(probabilities), probabilities
         seed = tf.stack(
             [tf.constant(self.seed, "int32"), tf.cast(step, "int32")]
         )
         return sample_categorical(logits, seed), probabilities
+
+    def _dither(self, probabilities):
+        """Take the action with the largest residual; subtract 1 from it.
+
+        Rows with a non-finite probability get the index `num_actions`, as
+        the sampler returns for NaN logits, and keep their residual.
+        """
+        num_actions = len(self.action_names)
+        finite = tf.reduce_all(tf.math.is_finite(probabilities), axis=-1)
+        total = self._residual + tf.where(
+            finite[:, None], probabilities, tf.zeros_like(probabilities)
+        )
+        actions = tf.where(
+            finite, tf.argmax(total, axis=-1, output_type="int32"),
+            tf.constant(num_actions, "int32"),
+        )
+        # one_hot of index num_actions is all zeros.
+        self._residual.assign(total - tf.one_hot(actions, num_actions))
+        return actions
 
     def select(self, features, step):
         return self.decide(features, step)[0]
@@ -550,7 +597,8 @@ class LearnedSchedule(Schedule):
         config = super().get_config()
         config.update(
             controller=keras.saving.serialize_keras_object(self.controller),
-            seed=self.seed, greedy=self.greedy, record_steps=self.record_steps,
+            seed=self.seed, decoding=self.decoding,
+            record_steps=self.record_steps,
             feature_names=self.expected_feature_names,
             action_names=self.expected_action_names,
         )

@@ -948,8 +948,12 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
 
 
 def guided_run(settings, controller, images, classifier, seed,
-               progress=None, greedy=False, model_options=None):
-    """Train one new GAN under a trained controller, which samples actions.
+               progress=None, decoding="sample", model_options=None):
+    """Train one new GAN under a trained controller.
+
+    `decoding` is `LearnedSchedule`'s: "sample" draws each action,
+    "dither" takes each at the controller's rate without random draws,
+    "greedy" takes the most probable one.
 
     `model_options` are further `dcgan.DCGAN` keyword arguments, passed to
     `make_gan`.
@@ -958,7 +962,7 @@ def guided_run(settings, controller, images, classifier, seed,
         The dict of `run_with_schedule`.
     """
     schedule = LearnedSchedule(
-        controller, seed=seed, greedy=greedy,
+        controller, seed=seed, decoding=decoding,
         record_steps=settings.eval_interval, feature_names=FEATURE_NAMES,
         action_names=ACTION_NAMES,
     )
@@ -977,7 +981,7 @@ def comparison_methods(settings, with_controller=True):
 
 def run_comparison(settings, controller, images, classifier, trials,
                    seed=0, progress=None, methods=None, workers=1,
-                   controller_dir=None, dataset="mnist"):
+                   controller_dir=None, dataset="mnist", decoding="sample"):
     """Train every method for `trials` trials; return results per method.
 
     Trial t of every method uses GAN seed `seed + t`, so the methods of a
@@ -1002,6 +1006,8 @@ def run_comparison(settings, controller, images, classifier, trials,
             workers load for `"AutoLoss"`. Needed when `workers` is more
             than 1 and `"AutoLoss"` is among the methods.
         dataset: the GAN dataset workers load. Defaults to "mnist".
+        decoding: how `"AutoLoss"` runs take actions from the controller,
+            as in `LearnedSchedule`. Defaults to "sample".
 
     Returns:
         dict method -> {"mean", "std", "values", "curves", "p_generator",
@@ -1023,7 +1029,8 @@ def run_comparison(settings, controller, images, classifier, trials,
         try:
             futures = {
                 pool.submit(_comparison_run_in_worker, settings, method,
-                            run_seed, controller_dir): (method, run_seed)
+                            run_seed, controller_dir, decoding):
+                (method, run_seed)
                 for method, run_seed in tasks
             }
             for future in concurrent.futures.as_completed(futures):
@@ -1040,7 +1047,7 @@ def run_comparison(settings, controller, images, classifier, trials,
         for method, run_seed in tasks:
             runs_of[(method, run_seed)] = _comparison_run(
                 settings, method, run_seed, controller, images, classifier,
-                progress)
+                progress, decoding)
     results = {}
     for method in methods:
         runs = [runs_of[(method, seed + trial)] for trial in range(trials)]
@@ -1059,10 +1066,10 @@ def run_comparison(settings, controller, images, classifier, trials,
 
 
 def _comparison_run(settings, method, seed, controller, images, classifier,
-                    progress=None):
+                    progress=None, decoding="sample"):
     if method == AUTOLOSS:
         return guided_run(settings, controller, images, classifier, seed,
-                          progress)
+                          progress, decoding=decoding)
     return run_with_schedule(settings, fixed_ratio_schedule(method), images,
                              classifier, seed, progress)
 
@@ -1133,13 +1140,14 @@ def _worker_controller(directory):
     return cached[directory]
 
 
-def _comparison_run_in_worker(settings, method, seed, controller_dir):
+def _comparison_run_in_worker(settings, method, seed, controller_dir,
+                              decoding="sample"):
     set_determinism(seed)
     images, classifier = worker_data()
     controller = (_worker_controller(controller_dir) if method == AUTOLOSS
                   else None)
     return _comparison_run(settings, method, seed, controller, images,
-                           classifier)
+                           classifier, decoding=decoding)
 
 
 def updates_to_reach(curve, target, window):

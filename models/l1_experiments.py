@@ -356,8 +356,10 @@ def run_comparison_trial(spec, controller, data_seed, model_seed=0,
 
 
 def guided_run(spec, controller, data_seed, seed=0, dataset="synthetic",
-               greedy=False):
+               decoding="sample"):
     """Train one task model on fresh data under a controller.
+
+    `decoding` is `LearnedSchedule`'s: "sample", "greedy" or "dither".
 
     Returns:
         dict with the test metric, validation metric, steps and the
@@ -366,7 +368,7 @@ def guided_run(spec, controller, data_seed, seed=0, dataset="synthetic",
     split = spec.splits(data_seed, dataset, trial=True)
     model = spec.make_model(1, split.task_train.x.shape[1], seed=seed)
     schedule = schedules_lib.LearnedSchedule(
-        controller, seed=seed, greedy=greedy, record_steps=spec.max_steps
+        controller, seed=seed, decoding=decoding, record_steps=spec.max_steps
     )
     run_population(spec, model, schedule, split.task_train, split.task_val)
     _, actions, active = schedule.buffer.numpy()

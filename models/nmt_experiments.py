@@ -861,14 +861,16 @@ def run_baseline(method, settings, corpus, seed, progress=None):
     return _finish(run, corpus)
 
 
-def guided_run(settings, corpus, controller, seed, greedy=False,
+def guided_run(settings, corpus, controller, seed, decoding="sample",
                progress=None):
     """Train one run under a trained, frozen controller.
+
+    `decoding` is `LearnedSchedule`'s: "sample", "greedy" or "dither".
 
     Its feature evaluations count in the budget (see `NmtRun.evaluate`).
     """
     schedule = LearnedSchedule(
-        controller, seed=seed, greedy=greedy, feature_names=FEATURE_NAMES,
+        controller, seed=seed, decoding=decoding, feature_names=FEATURE_NAMES,
         action_names=ACTION_NAMES,
     )
     run = NmtRun(settings, corpus, schedule, seed, evaluations_count=True)

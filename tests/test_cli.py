@@ -99,9 +99,11 @@ def test_plot_controller_history(trained, tmp_path):
     assert png.stat().st_size > 1000
 
 
-def test_guide_prints_test_metric(trained, capsys):
+@pytest.mark.parametrize("decoding", ["sample", "greedy", "dither"])
+def test_guide_prints_test_metric(trained, capsys, decoding):
     out, _ = trained
-    argv = ["guide", "classification", "--controller", str(out), *TINY]
+    argv = ["guide", "classification", "--controller", str(out), *TINY,
+            "--decoding", decoding]
     assert cli.main(argv) == 0
     assert "test error" in capsys.readouterr().out
 

@@ -60,7 +60,7 @@ def _single_values(variables):
     return [_replica_values(v)[0] for v in variables]
 
 
-def _learned_schedule(action_names):
+def _learned_schedule(action_names, decoding="sample"):
     """Return a seeded linear policy whose logits depend on the features."""
     names = feature_names(action_names)
     controller = LinearController(
@@ -70,7 +70,7 @@ def _learned_schedule(action_names):
     controller.output_layer.kernel.assign(
         kernel.reshape(len(names), len(action_names)).astype("float32")
     )
-    return LearnedSchedule(controller, seed=5)
+    return LearnedSchedule(controller, seed=5, decoding=decoding)
 
 
 def _fit_two_layer_net(make_two_layer_net, regression_data, step_recorder,
@@ -89,6 +89,7 @@ def _fit_two_layer_net(make_two_layer_net, regression_data, step_recorder,
 SCHEDULES = {
     "cyclic": lambda: CyclicSchedule(["first", "second", "second"]),
     "learned": lambda: _learned_schedule(["first", "second"]),
+    "dithered": lambda: _learned_schedule(["first", "second"], "dither"),
 }
 
 

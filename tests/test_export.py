@@ -675,7 +675,7 @@ def test_loaded_schedule_drives_fit(exported_mlp):
 
     assert isinstance(schedule, autoloss_tf.LearnedSchedule)
     assert schedule.seed == 3
-    assert not schedule.greedy
+    assert schedule.decoding == "sample"
     assert len(history.history["loss"]) == 2
     assert np.all(np.isfinite(history.history["loss"]))
     assert set(history.history) >= {"action", "p_task", "p_l1"}
@@ -685,12 +685,13 @@ def test_loaded_schedule_drives_fit(exported_mlp):
         np.testing.assert_array_equal(before, after)
 
 
-def test_load_schedule_greedy(exported_mlp):
+@pytest.mark.parametrize("decoding", ["greedy", "dither"])
+def test_load_schedule_decoding(exported_mlp, decoding):
     schedule = export.load_schedule(
-        exported_mlp, FEATURE_NAMES, ACTION_NAMES, greedy=True
+        exported_mlp, FEATURE_NAMES, ACTION_NAMES, decoding=decoding
     )
 
-    assert schedule.greedy
+    assert schedule.decoding == decoding
 
 
 def test_load_schedule_rejects_other_names(exported_mlp):

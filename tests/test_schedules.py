@@ -252,7 +252,7 @@ def test_learned_schedule_reproducible_from_step():
 
 def test_learned_schedule_greedy_takes_argmax():
     controller = _linear_controller(len(FEATURES), 2)
-    schedule = _bind(LearnedSchedule(controller, greedy=True), 16)
+    schedule = _bind(LearnedSchedule(controller, decoding="greedy"), 16)
     features = tf.random.stateless_normal([16, len(FEATURES)], [2, 3])
 
     logits = controller.logits(features).numpy()
@@ -260,6 +260,88 @@ def test_learned_schedule_greedy_takes_argmax():
 
     np.testing.assert_array_equal(chosen, np.argmax(logits, axis=1))
     assert len(set(chosen)) == 2
+
+
+def _constant_policy(logits, num_features=len(FEATURES)):
+    """Return a `LinearController` whose logits are `logits` for any input."""
+    controller = LinearController(num_features, len(logits))
+    controller.output_layer.kernel.assign(
+        np.zeros((num_features, len(logits)), "float32"))
+    controller.output_layer.bias.assign(np.asarray(logits, "float32"))
+    return controller
+
+
+def test_dither_repeats_the_ratio_of_constant_probabilities():
+    # Probabilities (1/6, 5/6): the residuals after each step are
+    # (1/6, -1/6), (2/6, -2/6), then a tie at (3/6, 3/6) goes to the first
+    # action, then (-2/6, 2/6), (-1/6, 1/6), (0, 0): a cycle of six steps.
+    controller = _constant_policy([0.0, np.log(5.0)])
+    schedule = _bind(LearnedSchedule(controller, decoding="dither"))
+    features = _features(1)
+
+    chosen = [int(_select(schedule, features, step)[0]) for step in range(12)]
+
+    assert chosen == [1, 1, 0, 1, 1, 1] * 2
+
+
+def test_dither_tracks_each_members_changing_probabilities():
+    # Member m's probability of action 1 drifts with the step; after every
+    # step, its count of action 1 stays within 1 of the summed probability.
+    population, steps = 3, 200
+    num_features = len(FEATURES)
+    controller = LinearController(num_features, 2)
+    kernel = np.zeros((num_features, 2), "float32")
+    kernel[0, 1] = 1.0
+    controller.output_layer.kernel.assign(kernel)
+    schedule = _bind(LearnedSchedule(controller, decoding="dither", seed=3),
+                     population)
+    counts = np.zeros(population)
+    expected = np.zeros(population)
+    for step in range(steps):
+        logit = np.array([-2.0, 0.3, 1.5]) + np.sin(step / 15.0)
+        features = np.zeros((population, num_features), "float32")
+        features[:, 0] = logit
+        chosen = _select(schedule, tf.constant(features), step)
+        counts += chosen == 1
+        expected += 1.0 / (1.0 + np.exp(-logit))
+        assert np.all(np.abs(counts - expected) < 1.0 + 1e-4), step
+    # Unlike a sampled schedule, the same inputs give the same actions.
+    assert counts.tolist() != [0, 0, 0]
+
+
+def test_dither_skips_non_finite_rows_and_keeps_their_residual():
+    controller = _constant_policy([0.0, np.log(3.0)])
+    schedule = _bind(LearnedSchedule(controller, decoding="dither"), 2)
+    finite = _features(2)
+    broken = np.ones((2, len(FEATURES)), "float32")
+    broken[1, 0] = np.nan
+
+    first = _select(schedule, finite, 0)
+    second = _select(schedule, tf.constant(broken), 1)
+    third = _select(schedule, finite, 2)
+
+    # Probabilities (1/4, 3/4). Both members take action 1, leaving the
+    # residual (1/4, -1/4). Member 0 then ties at (2/4, 2/4) and takes
+    # action 0, then action 1; member 1 skips a step, so its tie comes a
+    # step later.
+    np.testing.assert_array_equal(first, [1, 1])
+    np.testing.assert_array_equal(second, [0, 2])
+    np.testing.assert_array_equal(third, [1, 0])
+
+
+def test_learned_schedule_rejects_unknown_decoding():
+    with pytest.raises(ValueError, match="decoding='argmax'"):
+        LearnedSchedule(_constant_policy([0.0, 0.0]), decoding="argmax")
+
+
+def test_dither_config_round_trip():
+    schedule = LearnedSchedule(_constant_policy([0.0, 1.0]), seed=2,
+                               decoding="dither")
+
+    restored = LearnedSchedule.from_config(schedule.get_config())
+
+    assert restored.decoding == "dither"
+    assert restored.seed == 2
 
 
 def test_learned_schedule_temperature_flattens():

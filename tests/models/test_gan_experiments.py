@@ -9,6 +9,7 @@ import pytest
 
 from autoloss_models import dcgan
 from autoloss_models import gan_experiments as ge
+from autoloss_tf import CyclicSchedule
 from autoloss_tf import cli
 
 D, G = dcgan.DISCRIMINATOR, dcgan.GENERATOR
@@ -327,6 +328,24 @@ def test_guided_run_under_learned_controller(images, classifier):
     assert result["samples"].shape == (64, 8, 8, 1)
 
 
+def test_dithered_uniform_controller_equals_alternating_schedule(
+        images, classifier):
+    # A zero-weight controller gives (1/2, 1/2). Dithering takes the first
+    # action on the tie, then the other: exactly G, D, G, D, ...
+    settings = _tiny_settings()
+    dithered = ge.guided_run(settings, ge.make_controller(), images,
+                             classifier, seed=1, decoding="dither")
+    alternating = ge.run_with_schedule(
+        settings, CyclicSchedule([dcgan.GENERATOR, dcgan.DISCRIMINATOR]),
+        images, classifier, seed=1)
+    sampled = ge.guided_run(settings, ge.make_controller(), images,
+                            classifier, seed=1)
+
+    assert dithered["curve"] == alternating["curve"]
+    np.testing.assert_array_equal(dithered["samples"], alternating["samples"])
+    assert not np.array_equal(sampled["samples"], alternating["samples"])
+
+
 # Command line.
 
 @pytest.fixture
@@ -367,6 +386,8 @@ def tiny_cli(monkeypatch, images, classifier):
      "--methods AutoLoss needs a trained controller"),
     (["compare", "gan", "--methods", "1:1", "1:1"],
      "names each method once"),
+    (["compare", "nmt", "--decoding", "dither"],
+     "--decoding applies to compare with the gan task only"),
 ])
 def test_gan_cli_argument_errors(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -395,6 +416,7 @@ def test_gan_cli_end_to_end(tiny_cli, tmp_path, capsys):
     assert results["metric"] == "inception_score"
     assert results["higher_is_better"] is True
     assert results["trials"] == 2
+    assert results["decoding"] == "sample"
     assert list(results["methods"]) == ["1:1", "AutoLoss"]
     for entry in results["methods"].values():
         assert len(entry["values"]) == 2
@@ -427,7 +449,8 @@ def test_gan_cli_end_to_end(tiny_cli, tmp_path, capsys):
     assert subset["methods"]["AutoLoss"]["values"] == (
         results["methods"]["AutoLoss"]["values"][:1])
 
-    assert cli.main(["guide", "gan", "--controller", str(out)]) == 0
+    assert cli.main(["guide", "gan", "--controller", str(out),
+                     "--decoding", "dither"]) == 0
     assert "final IS" in capsys.readouterr().out
 
 
