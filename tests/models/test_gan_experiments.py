@@ -328,8 +328,7 @@ def test_guided_run_under_learned_controller(images, classifier):
     assert result["samples"].shape == (64, 8, 8, 1)
 
 
-def test_dithered_uniform_controller_equals_alternating_schedule(
-        images, classifier):
+def test_dithered_uniform_equals_alternating(images, classifier):
     # A zero-weight controller gives (1/2, 1/2). Dithering takes the first
     # action on the tie, then the other: exactly G, D, G, D, ...
     settings = _tiny_settings()
