@@ -111,8 +111,8 @@ def build_parser():
     guide = commands.add_parser(
         "guide", help="train one new task model on fresh data under a controller"
     )
-    _add_task_arguments(guide, seed_help="seed of the fresh data and sampling "
-                        "(default 0)")
+    _add_task_arguments(guide, seed_help="seed of the fresh data and of "
+                        "sampled actions (default 0)")
     _add_controller_argument(guide)
     _add_decoding_argument(guide)
 
@@ -281,6 +281,9 @@ def _add_decoding_argument(parser, prefix="how actions follow from the "
                              "the most probable, dither takes each at the "
                              "policy's rate without random draws (default "
                              "sample)")
+    # The flag that --decoding replaced, kept only to name its successor.
+    parser.add_argument("--greedy", action="store_true",
+                        help=argparse.SUPPRESS)
 
 
 def _add_controller_argument(parser):
@@ -317,6 +320,11 @@ def main(argv=None):
             nmt_commands.check_options(task, explicit)
             if task != NMT_TASK:
                 gan_commands.check_options(task, explicit)
+            if "greedy" in explicit:
+                raise commands.UsageError(
+                    "--greedy was replaced by --decoding. Pass --decoding "
+                    "greedy instead."
+                )
             if args.command == "compare" and task != GAN_TASK:
                 commands.reject_options(task, explicit, ("decoding",),
                                         "compare with the gan task")

@@ -344,7 +344,8 @@ def guide(args):
         f"{settings.mode} mode): final IS {result['final']:.3f} (mean of "
         f"the last {settings.final_evaluations} evaluations), "
         f"{settings.total_updates} updates, mean probability of a "
-        f"generator update {np.mean(fractions):.2f}"
+        f"generator update {np.mean(fractions):.2f}, generator updates "
+        f"taken {result['generator_share']:.2f} ({args.decoding} decoding)"
     )
     return result
 
@@ -368,6 +369,13 @@ def compare(args, command):
         without_controller=None if loaded is not None else
         experiments.AUTOLOSS,
     )
+    if args.decoding != "sample" and experiments.AUTOLOSS not in methods:
+        raise UsageError(
+            "--decoding sets how AutoLoss runs take actions, but this "
+            f"comparison runs no AutoLoss (methods: {', '.join(methods)}). "
+            "Pass --controller DIR and keep AutoLoss in --methods, or "
+            "remove --decoding."
+        )
 
     workers = getattr(args, "workers", 1)
     _check_workers(workers)
@@ -406,7 +414,8 @@ def summarize(methods_results, settings, args, command, loaded, trials,
     methods = {}
     for name, entry in methods_results.items():
         methods[name] = {key: entry[key] for key in
-                         ("mean", "std", "values", "curves", "p_generator")
+                         ("mean", "std", "values", "curves", "p_generator",
+                          "generator_share")
                          if key in entry}
         if "updates_to_reach" in entry:
             methods[name]["updates_to_reach"] = entry["updates_to_reach"]
@@ -425,8 +434,9 @@ def summarize(methods_results, settings, args, command, loaded, trials,
             f"{settings.eval_samples} samples, {classifier_note})"
         ),
         "controller": args.controller,
-        # How AutoLoss runs took actions from the controller.
-        "decoding": getattr(args, "decoding", "sample"),
+        # How AutoLoss runs took actions from the controller, if any ran.
+        "decoding": (getattr(args, "decoding", "sample")
+                     if _experiments().AUTOLOSS in methods_results else None),
         "controller_training": (
             {} if loaded is None else loaded.metadata.get("training", {})
         ),

@@ -469,7 +469,10 @@ class LearnedSchedule(Schedule):
             with no randomness: every step adds the probabilities to a
             per-member residual, takes the action with the largest
             residual and subtracts 1 from it (error diffusion). Constant
-            probabilities (1/6, 5/6) give the cycle b, b, a, b, b, b.
+            probabilities (1/6, 5/6) give the cycle b, b, a, b, b, b. The
+            residual is a weight of the schedule and is saved with the
+            model. Compiling again zeroes it. Policy-gradient training rejects
+            greedy and dithered rollouts.
             Note: a controller that learned a mixing rate (for example
             "apply L1 on 60% of steps") behaves very differently when
             decoded greedily; dithering keeps the rate.
@@ -483,6 +486,12 @@ class LearnedSchedule(Schedule):
     def __init__(self, controller, seed=0, decoding="sample",
                  record_steps=None, feature_names=None, action_names=None,
                  **kwargs):
+        if "greedy" in kwargs:
+            raise TypeError(
+                "LearnedSchedule takes `decoding` in place of `greedy`. "
+                f"Received: greedy={kwargs['greedy']!r}. Pass "
+                "decoding='greedy' (or 'sample', the default)."
+            )
         super().__init__(**kwargs)
         self.controller = controller
         self.expected_feature_names = (
@@ -542,14 +551,8 @@ class LearnedSchedule(Schedule):
                 self, "_buffer",
                 RolloutBuffer(self.record_steps, population, len(feature_names)),
             )
-        if self.decoding == "dither" and self._residual is None:
-            # Run state, not model state: stored outside Keras tracking and
-            # not saved, so a new or reloaded schedule starts from zero.
-            object.__setattr__(
-                self, "_residual",
-                tf.Variable(tf.zeros([population, len(action_names)]),
-                            trainable=False),
-            )
+        if self.decoding == "dither":
+            self._bind_residual((population, len(action_names)))
 
     def decide(self, features, step):
         """Return (actions, probabilities) from one controller evaluation."""
@@ -564,8 +567,38 @@ class LearnedSchedule(Schedule):
         )
         return sample_categorical(logits, seed), probabilities
 
+    @property
+    def residual(self):
+        """The dither residual [population, actions], or None when not
+        dithering or not yet compiled."""
+        return self._residual
+
+    def _bind_residual(self, shape):
+        """Create the dither residual, or zero it when compiled again.
+
+        It is a non-trainable weight of the schedule, so `model.save` and
+        checkpoints keep it, and a reloaded model continues the pattern.
+        """
+        if self._residual is None:
+            residual = self.add_weight(
+                shape=shape, initializer="zeros", trainable=False,
+                name="dither_residual",
+            )
+            object.__setattr__(self, "_residual", residual)
+        elif tuple(self._residual.shape) != shape:
+            raise ValueError(
+                "A dithered LearnedSchedule keeps one residual per member "
+                f"and action, of shape {tuple(self._residual.shape)} from "
+                f"its first compile. Received: a model with shape {shape} "
+                "(population, actions). Create a new LearnedSchedule for "
+                "this model."
+            )
+        else:
+            # A new compile restarts the step count, and so the pattern.
+            self._residual.assign(tf.zeros(shape))
+
     def _dither(self, probabilities):
-        """Take the action with the largest residual; subtract 1 from it.
+        """Take the action with the largest residual and subtract 1 from it.
 
         Rows with a non-finite probability get the index `num_actions`, as
         the sampler returns for NaN logits, and keep their residual.
@@ -607,6 +640,10 @@ class LearnedSchedule(Schedule):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Configs saved before `decoding` existed hold a `greedy` flag.
+        if "greedy" in config:
+            greedy = config.pop("greedy")
+            config.setdefault("decoding", "greedy" if greedy else "sample")
         config["controller"] = keras.saving.deserialize_keras_object(
             config["controller"]
         )

@@ -569,7 +569,19 @@ def episodes_from_population(model, rewards, metrics):
             `LearnedSchedule` created with `record_steps`.
         rewards: one reward per member.
         metrics: one validation metric per member.
+
+    Raises:
+        ValueError: if the schedule did not sample its actions. The policy
+            gradient needs sampled actions, and greedy or dithered ones
+            would give biased updates.
     """
+    decoding = getattr(model.schedule, "decoding", "sample")
+    if decoding != "sample":
+        raise ValueError(
+            "Policy-gradient episodes need sampled actions. Received: a "
+            f"LearnedSchedule with decoding={decoding!r}. Create it with "
+            "decoding='sample' for controller training."
+        )
     buffer = model.schedule.buffer
     steps = int(model.training_state.step.numpy() - buffer.start.numpy())
     steps = min(steps, buffer.max_steps)

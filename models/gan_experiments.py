@@ -915,7 +915,10 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
         A dict: `curve` (list of [update, IS]), `final` (mean IS of the last
         `final_evaluations` evaluations), `p_generator` (list of [update,
         probability of a generator update, averaged over the chunk before
-        it]) and `samples` (64 generated images from the final generator).
+        it]), `generator_share` (the fraction of applied updates that went
+        to the generator, which greedy decoding makes differ from the
+        probability) and `samples` (64 generated images from the final
+        generator).
     """
     run = GanRun(settings, schedule, images, classifier, seed,
                  model_options)
@@ -943,8 +946,16 @@ def run_with_schedule(settings, schedule, images, classifier, seed,
         "curve": [list(point) for point in run.curve],
         "final": run.final_score(),
         "p_generator": probabilities,
+        "generator_share": _generator_share(run.model),
         "samples": run.model.generate(64),
     }
+
+
+def _generator_share(gan):
+    """Return the fraction of applied updates that went to the generator."""
+    generator = int(gan.generator_optimizer.iterations.numpy())
+    discriminator = int(gan.discriminator_optimizer.iterations.numpy())
+    return generator / max(generator + discriminator, 1)
 
 
 def guided_run(settings, controller, images, classifier, seed,
@@ -1011,8 +1022,10 @@ def run_comparison(settings, controller, images, classifier, trials,
 
     Returns:
         dict method -> {"mean", "std", "values", "curves", "p_generator",
-        "samples"}; `values` contains the final IS of each trial, `samples`
-        the generated images of trial 0.
+        "generator_share", "samples"}; `values` contains the final IS of
+        each trial, `generator_share` the fraction of each trial's applied
+        updates that went to the generator, `samples` the generated images
+        of trial 0.
     """
     if methods is None:
         methods = comparison_methods(settings, controller is not None)
@@ -1058,6 +1071,7 @@ def run_comparison(settings, controller, images, classifier, trials,
             "values": values,
             "curves": [run["curve"] for run in runs],
             "p_generator": [run["p_generator"] for run in runs],
+            "generator_share": [run["generator_share"] for run in runs],
             "samples": runs[0]["samples"],
         }
     if REACH_REFERENCE in results:

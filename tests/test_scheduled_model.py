@@ -623,11 +623,13 @@ def _make_saving_case(case, make_regressor, make_two_layer_net):
         num_features=len(feature_names(["mse", "l1"])), num_actions=2,
         hidden_units=4, seed=2,
     )
-    return model, LearnedSchedule(controller, seed=3)
+    decoding = "dither" if case == "regressor_dithered" else "sample"
+    return model, LearnedSchedule(controller, seed=3, decoding=decoding)
 
 
 @pytest.mark.parametrize(
-    "case", ["regressor_cyclic", "regressor_learned", "two_layer_cyclic"]
+    "case", ["regressor_cyclic", "regressor_learned", "regressor_dithered",
+             "two_layer_cyclic"]
 )
 def test_save_load_continues_identically(
     case, tmp_path, make_regressor, make_two_layer_net, regression_data,
@@ -640,6 +642,9 @@ def test_save_load_continues_identically(
     )
     model.compile(optimizer=keras.optimizers.Adam(0.05), schedule=schedule)
     model.fit(x, y, epochs=1, **fit_args)
+    if case == "regressor_dithered":
+        # A saved residual of zeros could not tell a restored one apart.
+        assert np.any(model.schedule.residual.numpy() != 0)
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.saving.load_model(path)

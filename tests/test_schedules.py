@@ -285,9 +285,9 @@ def test_dither_cycle_of_constant_policy():
 
 
 def test_dither_tracks_changing_probabilities():
-    # Each member's probability of action 1 drifts with the step. After
-    # every step, its count of action 1 stays within 1 of the summed
-    # probabilities.
+    # Each member's probability of action 1 drifts with the step. With two
+    # actions, its count of action 1 stays within 1 of the summed
+    # probabilities after every step.
     population, steps = 3, 200
     num_features = len(FEATURES)
     controller = LinearController(num_features, 2)
@@ -332,6 +332,40 @@ def test_dither_skips_non_finite_rows():
     np.testing.assert_array_equal(first, [1, 1])
     np.testing.assert_array_equal(second, [0, 2])
     np.testing.assert_array_equal(third, [1, 0])
+
+
+def test_dither_compiled_again_restarts_pattern():
+    controller = _constant_policy([0.0, np.log(5.0)])
+    schedule = _bind(LearnedSchedule(controller, decoding="dither"))
+    features = _features(1)
+    first = [int(_select(schedule, features, step)[0]) for step in range(4)]
+
+    _bind(schedule)
+    again = [int(_select(schedule, features, step)[0]) for step in range(4)]
+
+    assert first == again == [1, 1, 0, 1]
+
+
+def test_dither_rejects_other_population():
+    schedule = _bind(LearnedSchedule(_constant_policy([0.0, 1.0]),
+                                     decoding="dither"), 3)
+
+    with pytest.raises(ValueError, match=r"shape \(3, 2\).*\(2, 2\)"):
+        _bind(schedule, 2)
+
+
+def test_learned_schedule_reads_old_greedy_config():
+    config = LearnedSchedule(_constant_policy([0.0, 1.0])).get_config()
+    del config["decoding"]
+
+    for greedy, decoding in ((True, "greedy"), (False, "sample")):
+        restored = LearnedSchedule.from_config(dict(config, greedy=greedy))
+        assert restored.decoding == decoding
+
+
+def test_learned_schedule_greedy_argument_names_decoding():
+    with pytest.raises(TypeError, match="decoding='greedy'"):
+        LearnedSchedule(_constant_policy([0.0, 1.0]), greedy=True)
 
 
 def test_learned_schedule_rejects_unknown_decoding():

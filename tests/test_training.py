@@ -301,3 +301,18 @@ def test_variable_arrays_round_trip_and_mismatch():
     wrong_shape = [keras.Variable(np.zeros(4)), target[1]]
     with pytest.raises(ValueError, match=r"GAN variable 0 has shape \(3,\)"):
         training.assign_from_arrays(wrong_shape, arrays, "gan_", "GAN")
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "dither"])
+def test_episodes_need_sampled_actions(make_regressor, regression_data,
+                                       decoding):
+    model = make_regressor(with_l1=True)
+    names = al.feature_names(["mse", "l1"])
+    controller = al.LinearController(len(names), 2)
+    model.compile(optimizer="sgd", schedule=al.LearnedSchedule(
+        controller, decoding=decoding, record_steps=4))
+    x, y = regression_data
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+    with pytest.raises(ValueError, match=f"decoding='{decoding}'"):
+        training.episodes_from_population(model, [0.0], [0.0])

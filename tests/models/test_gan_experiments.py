@@ -342,7 +342,19 @@ def test_dithered_uniform_equals_alternating(images, classifier):
 
     assert dithered["curve"] == alternating["curve"]
     np.testing.assert_array_equal(dithered["samples"], alternating["samples"])
+    assert dithered["generator_share"] == 0.5
     assert not np.array_equal(sampled["samples"], alternating["samples"])
+
+
+def test_greedy_share_differs_from_probability(images, classifier):
+    # Equal logits: greedy decoding takes the first action, the generator,
+    # on every step, while the policy's probability stays 1/2.
+    settings = _tiny_settings()
+    result = ge.guided_run(settings, ge.make_controller(), images,
+                           classifier, seed=1, decoding="greedy")
+
+    assert [p for _, p in result["p_generator"]] == pytest.approx([0.5] * 3)
+    assert result["generator_share"] == 1.0
 
 
 # Command line.
@@ -387,6 +399,10 @@ def tiny_cli(monkeypatch, images, classifier):
      "names each method once"),
     (["compare", "nmt", "--decoding", "dither"],
      "--decoding applies to compare with the gan task only"),
+    (["compare", "gan", "--methods", "1:1", "--decoding", "dither"],
+     "this comparison runs no AutoLoss (methods: 1:1)"),
+    (["guide", "regression", "--greedy"],
+     "--greedy was replaced by --decoding"),
 ])
 def test_gan_cli_argument_errors(argv, message, capsys):
     assert cli.main(argv) == 2
