@@ -471,8 +471,10 @@ class LearnedSchedule(Schedule):
             residual and subtracts 1 from it (error diffusion). Constant
             probabilities (1/6, 5/6) give the cycle b, b, a, b, b, b. The
             residual is a weight of the schedule and is saved with the
-            model. Compiling again zeroes it. Policy-gradient training rejects
-            greedy and dithered rollouts.
+            model. Compiling again zeroes it. The residual is run state.
+            Two models that share one dithered schedule also share its
+            residual, so give each model its own. `episodes_from_population`
+            rejects greedy and dithered rollouts.
             Note: a controller that learned a mixing rate (for example
             "apply L1 on 60% of steps") behaves very differently when
             decoded greedily; dithering keeps the rate.
@@ -589,9 +591,9 @@ class LearnedSchedule(Schedule):
             raise ValueError(
                 "A dithered LearnedSchedule keeps one residual per member "
                 f"and action, of shape {tuple(self._residual.shape)} from "
-                f"its first compile. Received: a model with shape {shape} "
-                "(population, actions). Create a new LearnedSchedule for "
-                "this model."
+                f"its first compile. Received: shape {shape} (members, "
+                "actions) at this compile. Create a new LearnedSchedule "
+                "for each model or schedule part."
             )
         else:
             # A new compile restarts the step count, and so the pattern.
@@ -650,6 +652,13 @@ class LearnedSchedule(Schedule):
         return cls(**config)
 
 
+def _has_run_state(schedule):
+    """Return whether `schedule` keeps per-member state between steps."""
+    return isinstance(schedule, LearnedSchedule) and (
+        schedule.decoding == "dither" or bool(schedule.record_steps)
+    )
+
+
 @keras.saving.register_keras_serializable(package="autoloss_tf")
 class MemberwiseSchedule(Schedule):
     """Drive consecutive slices of a population with different schedules.
@@ -690,6 +699,15 @@ class MemberwiseSchedule(Schedule):
                 f"population={population}."
             )
         super().bind(action_names, feature_names, population)
+        for index, schedule in enumerate(self.schedules):
+            if _has_run_state(schedule) and any(
+                    other is schedule for other in self.schedules[:index]):
+                raise ValueError(
+                    "A dithered or recording LearnedSchedule keeps state per "
+                    "member, so two parts cannot share one. Received: the "
+                    f"same schedule object as parts of {self.schedules}. "
+                    "Create one LearnedSchedule per part."
+                )
         for schedule, count in zip(self.schedules, self.counts):
             schedule.bind(action_names, feature_names, count)
 

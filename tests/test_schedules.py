@@ -354,6 +354,14 @@ def test_dither_rejects_other_population():
         _bind(schedule, 2)
 
 
+def test_memberwise_rejects_shared_dithered_part():
+    shared = LearnedSchedule(_constant_policy([0.0, 1.0]), decoding="dither")
+    schedule = MemberwiseSchedule([(shared, 1), (shared, 1)])
+
+    with pytest.raises(ValueError, match="Create one LearnedSchedule per part"):
+        _bind(schedule, 2)
+
+
 def test_learned_schedule_reads_old_greedy_config():
     config = LearnedSchedule(_constant_policy([0.0, 1.0])).get_config()
     del config["decoding"]
