@@ -579,6 +579,15 @@ class ScheduledModel(keras.Model):
         callbacks = list(callbacks or []) + [_ScheduleCallback()]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
+    def load_own_variables(self, store):
+        own = len(self._trainable_variables) + len(self._non_trainable_variables)
+        if not self._actions_prepared and len(store.keys()) > own:
+            # Loaded with compile=False: the best-weight snapshot, saved
+            # last, has no variables here until compile creates them, and
+            # only scheduled training reads it.
+            store = {str(i): store[str(i)] for i in range(own)}
+        super().load_own_variables(store)
+
     def restore_best_weights(self):
         """Load the weights of the best validation metric seen so far.
 

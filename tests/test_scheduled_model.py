@@ -627,6 +627,27 @@ def _make_saving_case(case, make_regressor, make_two_layer_net):
     return model, LearnedSchedule(controller, seed=3, decoding=decoding)
 
 
+def test_load_without_compile_predicts(tmp_path, make_regressor,
+                                       regression_data):
+    # The saved best-weight snapshot exists only after compile, so an
+    # uncompiled reload skips it and gets it back from its own compile.
+    x, y = regression_data
+    model = make_regressor(with_l1=True)
+    model.compile(optimizer="sgd", schedule=CyclicSchedule(["mse", "l1"]))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+
+    restored = keras.saving.load_model(path, compile=False)
+
+    np.testing.assert_array_equal(restored.predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+    restored.compile(optimizer="sgd", schedule=CyclicSchedule(["mse", "l1"]))
+    history = restored.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert len(restored._best_weights) == len(model._best_weights)
+
+
 @pytest.mark.parametrize(
     "case", ["regressor_cyclic", "regressor_learned", "regressor_dithered",
              "two_layer_cyclic"]
