@@ -275,6 +275,8 @@ def _add_transfer_arguments(parser):
 
 def _add_decoding_argument(parser, prefix="how actions follow from the "
                            "controller's policy: "):
+    # The choices of schedules.DECODINGS, written out because importing
+    # that module loads TensorFlow, which `autoloss --help` avoids.
     parser.add_argument("--decoding", default="sample",
                         choices=("sample", "greedy", "dither"),
                         help=prefix + "sample draws each one, greedy takes "

@@ -582,9 +582,9 @@ class ScheduledModel(keras.Model):
     def load_own_variables(self, store):
         own = len(self._trainable_variables) + len(self._non_trainable_variables)
         if not self._actions_prepared and len(store.keys()) > own:
-            # Loaded with compile=False: the best-weight snapshot, saved
-            # last, has no variables here until compile creates them, and
-            # only scheduled training reads it.
+            # Loaded with compile=False. The best-weight snapshot, saved
+            # last, has no variables to load into until compile creates
+            # them, and only scheduled training reads it.
             store = {str(i): store[str(i)] for i in range(own)}
         super().load_own_variables(store)
 

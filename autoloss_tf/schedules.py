@@ -462,22 +462,21 @@ class LearnedSchedule(Schedule):
             `policy(features)` and `probabilities(features)`).
         seed: integer seed. Step t of member m samples from the stateless
             seed (seed, t), so a run reproduces exactly. Defaults to 0.
-        decoding: how a step's action follows from the policy:
-            `"sample"` draws it (the default, and what policy-gradient
-            training needs); `"greedy"` takes the most probable action;
-            `"dither"` takes each action at the rate the policy gives it,
-            with no randomness: every step adds the probabilities to a
+        decoding: how a step's action follows from the policy. `"sample"`
+            (the default) draws it, which policy-gradient training needs,
+            so `episodes_from_population` rejects the other two.
+            `"greedy"` takes the most probable action. `"dither"` takes
+            each action at the rate the policy gives it, without random
+            draws (error diffusion). Every step adds the probabilities to a
             per-member residual, takes the action with the largest
-            residual and subtracts 1 from it (error diffusion). Constant
-            probabilities (1/6, 5/6) give the cycle b, b, a, b, b, b. The
-            residual is a weight of the schedule and is saved with the
-            model. Compiling again zeroes it. The residual is run state.
-            Two models that share one dithered schedule also share its
-            residual, so give each model its own. `episodes_from_population`
-            rejects greedy and dithered rollouts.
+            residual and subtracts 1 from it. Constant probabilities
+            (1/6, 5/6) give the cycle b, b, a, b, b, b. The residual is a
+            weight of the schedule, saved with the model and zeroed by a
+            new compile. Two models that share one dithered schedule also
+            share its residual, so give each model its own.
             Note: a controller that learned a mixing rate (for example
             "apply L1 on 60% of steps") behaves very differently when
-            decoded greedily; dithering keeps the rate.
+            decoded greedily, while dithering keeps the rate.
         record_steps: if set, record up to this many steps of features and
             actions in a `RolloutBuffer` for REINFORCE. Defaults to None.
         feature_names: optional ordered feature names the controller was

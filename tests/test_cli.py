@@ -13,6 +13,7 @@ import pytest
 
 from autoloss_tf import cli
 from autoloss_tf import export
+from autoloss_tf import schedules
 
 TINY = ["--max-steps", "40"]
 
@@ -222,3 +223,11 @@ def test_plot_rejects_directories(tmp_path, capsys):
         capsys.readouterr().err)
     assert cli.main(["plot", str(path), "--out", str(tmp_path)]) == 2
     assert "--out must be a path ending in .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["guide", "compare"])
+def test_decoding_choices_match_schedules(command):
+    parser = cli.build_parser()
+    option = next(action for action in parser.subcommands[command]._actions
+                  if action.dest == "decoding")
+    assert tuple(option.choices) == schedules.DECODINGS

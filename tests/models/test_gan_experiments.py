@@ -330,7 +330,7 @@ def test_guided_run_under_learned_controller(images, classifier):
 
 def test_dithered_uniform_equals_alternating(images, classifier):
     # A zero-weight controller gives (1/2, 1/2). Dithering takes the first
-    # action on the tie, then the other: exactly G, D, G, D, ...
+    # action on the tie and then the other, so the run is G, D, G, D, ...
     settings = _tiny_settings()
     dithered = ge.guided_run(settings, ge.make_controller(), images,
                              classifier, seed=1, decoding="dither")
